@@ -1,0 +1,351 @@
+"""Run configuration: typed dataclasses, loadable from YAML, overridable with ``key.sub=value``.
+
+Every value is checked before training starts. A bad key or value raises :class:`ConfigError`
+with one sentence naming the key and the allowed keys or values, so a typo never costs a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or a command-line override names an unknown key or holds a bad value."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema. Defaults are the DINOv2 reference values (facebookresearch/dinov2
+# dinov2/configs/ssl_default_config.yaml) except where a comment says otherwise.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are read."""
+
+    source: str = "shapes"  # 'shapes', 'digits', an image folder, or a .csv/.txt list of paths
+    image_size: int = 32  # size the built-in datasets render at
+    num_samples: Optional[int] = None  # built-in 'shapes' train size (None: dataset default)
+    channels: Union[Literal["auto"], int] = "auto"
+    stats: Literal["dataset", "imagenet", "compute"] = "dataset"  # normalisation mean/std
+    holdout_fraction: float = 0.1  # labelled user data: share held out for the kNN monitor
+    skip_bad_files: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class CropsConfig:
+    """Multi-crop views (spec dinov2.md step 1)."""
+
+    global_size: int = 224
+    local_size: int = 96
+    n_global: int = 2
+    n_local: int = 8
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.32)
+
+
+@dataclass
+class ModelConfig:
+    """Backbone: a timm ViT; ``arch`` picks a preset, the other keys override it."""
+
+    arch: Literal["vit_tiny", "vit_small", "vit_base", "vit_large"] = "vit_small"
+    patch_size: int = 16
+    embed_dim: Optional[int] = None
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    num_registers: int = 0
+    drop_path_rate: float = 0.1
+    layerscale_init: Optional[float] = 1e-5
+
+
+@dataclass
+class DINOv2Config:
+    """Heads and losses (spec dinov2.md steps 2-5)."""
+
+    head_out_dim: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_layers: int = 3
+    separate_ibot_head: bool = False
+    centering: Literal["softmax", "sinkhorn"] = "softmax"
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: float = 30
+    center_momentum: float = 0.9
+    dino_weight: float = 1.0
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    mask_probability: float = 0.5
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedules (spec dinov2.md step 6). An epoch is ``iters_per_epoch`` steps."""
+
+    epochs: float = 100
+    iters_per_epoch: Optional[int] = 1250  # None: one pass over the training set
+    batch_size: int = 64  # per device
+    base_lr: float = 0.004  # scaled by sqrt(global_batch / 1024)
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum_teacher: float = 0.992
+    momentum_teacher_end: float = 1.0
+    freeze_last_layer_epochs: float = 1
+    layer_decay: float = 0.9
+    patch_embed_lr_mult: float = 0.2
+    clip_grad: float = 3.0
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class TrainerConfig:
+    """Passed through to Lightning, so the same recipe runs on a laptop or a cluster."""
+
+    accelerator: str = "cpu"
+    devices: Union[int, str] = 1
+    strategy: str = "auto"  # 'ddp', 'fsdp', ...
+    precision: str = "32-true"  # e.g. 'bf16-mixed'
+    num_nodes: int = 1
+    seed: int = 0
+    deterministic: bool = False
+    checkpoint_every_n_steps: int = 500
+    log_every_n_steps: int = 10
+    max_steps: Optional[int] = None  # stop early (schedules still span the whole recipe)
+    progress_bar: bool = True
+
+
+@dataclass
+class MonitorConfig:
+    """kNN accuracy of the teacher on a held-out split while training (spec dinov2.md step 7)."""
+
+    knn_every_n_steps: int = 0  # 0: only at the end
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    max_bank_size: int = 20000  # training images used as the kNN memory bank
+    baselines: bool = True  # also report raw pixels and a random-init backbone at the end
+
+
+@dataclass
+class RunConfig:
+    """One pretraining run."""
+
+    method: Literal["dinov2"] = "dinov2"
+    data: DataConfig = field(default_factory=DataConfig)
+    crops: CropsConfig = field(default_factory=CropsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dinov2: DINOv2Config = field(default_factory=DINOv2Config)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic, schema-driven conversion and validation.
+# ---------------------------------------------------------------------------------------------
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        parts = [_describe(a) for a in typing.get_args(tp)]
+        return " or ".join(parts)
+    if origin is tuple:
+        return "a list [" + ", ".join(_describe(a) for a in typing.get_args(tp)) + "]"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to type ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"Config key '{key}' got {value!r}; expected {_describe(tp)}.")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise bad
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise bad
+    if tp is type(None):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            return None
+        raise bad
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads '1e-3' (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise bad
+
+
+def _unknown_key(key: str, allowed: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"Unknown config key '{key}'.{hint} Allowed keys here: {', '.join(allowed)}.")
+
+
+def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, validating every key and value."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config section '{prefix or '<root>'}' must be a mapping, got {data!r}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            raise _unknown_key(full, list(fields))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value, prefix=full + ".")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists) for YAML and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'optim.base_lr=1e-3'`` -> (['optim', 'base_lr'], 0.001). Values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"Override '{text}' is not of the form key.sub=value.")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"Override '{text}' has an empty key.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def merge_override(tree: dict, path: list[str], value: Any) -> None:
+    """Set ``tree[path[0]][path[1]]... = value`` in a nested dict, creating sections."""
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def read_recipe(recipe: str | Path) -> dict:
+    """The nested dict of a YAML recipe file; a missing or malformed file is a ConfigError."""
+    path = Path(recipe)
+    if not path.is_file():
+        raise ConfigError(f"Recipe file '{path}' does not exist; pass a path such as recipes/dinov2-tiny.yaml.")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Recipe file '{path}' is not valid YAML: {err}") from err
+    if not isinstance(tree, dict):
+        raise ConfigError(f"Recipe file '{path}' must hold a mapping of sections (data:, model:, ...).")
+    return tree
+
+
+def load_config(recipe: str | Path | dict | None = None, overrides: list[str] = (), cls: type = RunConfig) -> Any:
+    """Read a recipe (YAML path or nested dict), apply ``key.sub=value`` overrides, validate."""
+    if recipe is None:
+        tree: dict = {}
+    elif isinstance(recipe, dict):
+        tree = dict(recipe)
+    else:
+        tree = read_recipe(recipe)
+    for text in overrides:
+        keys, value = parse_override(text)
+        merge_override(tree, keys, value)
+    cfg = from_dict(cls, tree)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that the types alone cannot express."""
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    c, m, o, d = cfg.crops, cfg.model, cfg.optim, cfg.dinov2
+    need(c.n_global >= 1, f"Config key 'crops.n_global' must be at least 1, got {c.n_global}.")
+    need(c.n_local >= 0, f"Config key 'crops.n_local' must be 0 or more, got {c.n_local}.")
+    need(c.n_global * (c.n_global - 1) + c.n_global * c.n_local > 0,
+         "Config keys 'crops.n_global'/'crops.n_local' leave no DINO pair; use n_global >= 2 or n_local >= 1.")
+    for key, size in (("crops.global_size", c.global_size), ("crops.local_size", c.local_size)):
+        need(size > 0 and size % m.patch_size == 0,
+             f"Config key '{key}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")
+    for key, (lo, hi) in (("crops.global_scale", c.global_scale), ("crops.local_scale", c.local_scale),
+                          ("dinov2.mask_ratio", d.mask_ratio)):
+        need(0 < lo <= hi <= 1, f"Config key '{key}' = [{lo}, {hi}] must satisfy 0 < low <= high <= 1.")
+    need(0 <= d.mask_probability <= 1, f"Config key 'dinov2.mask_probability' must lie in [0, 1], got {d.mask_probability}.")
+    need(d.head_out_dim >= 2, f"Config key 'dinov2.head_out_dim' must be at least 2, got {d.head_out_dim}.")
+    need(o.batch_size >= 2, f"Config key 'optim.batch_size' must be at least 2 (KoLeo needs neighbours), got {o.batch_size}.")
+    need(o.epochs > 0, f"Config key 'optim.epochs' must be positive, got {o.epochs}.")
+    need(o.iters_per_epoch is None or o.iters_per_epoch > 0,
+         f"Config key 'optim.iters_per_epoch' must be positive or null, got {o.iters_per_epoch}.")
+    need(0 < o.layer_decay <= 1, f"Config key 'optim.layer_decay' must lie in (0, 1], got {o.layer_decay}.")
+    need(0 <= cfg.data.holdout_fraction < 1,
+         f"Config key 'data.holdout_fraction' must lie in [0, 1), got {cfg.data.holdout_fraction}.")
+    need(cfg.data.channels in ("auto", 1, 3), f"Config key 'data.channels' must be 'auto', 1 or 3, got {cfg.data.channels!r}.")
+    need(cfg.trainer.checkpoint_every_n_steps >= 0,
+         f"Config key 'trainer.checkpoint_every_n_steps' must be 0 (off) or positive, got {cfg.trainer.checkpoint_every_n_steps}.")
