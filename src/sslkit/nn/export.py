@@ -1,0 +1,238 @@
+"""Save and load a trained backbone as ``backbone.safetensors`` + ``backbone.json``.
+
+The pair is self-describing: the JSON holds the :class:`~sslkit.nn.vit.ViTConfig`, the input
+normalisation (mean/std) and free-form ``extra`` metadata, so :func:`load_backbone` rebuilds
+the network without any training code. Weights are safetensors only: nothing is ever unpickled
+(DESIGN.md, "Conventions").
+
+Both files are written to temporary names in the target directory, fsynced, then renamed with
+``os.replace``, so a crash or error never leaves a half-written file behind and an existing good
+backbone survives a failed save. A random ``save_id`` is stored in both files so a JSON from one
+save cannot be silently paired with weights from another.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from sslkit.nn.vit import ViT, ViTConfig
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "JSON_NAME", "WEIGHTS_NAME", "load_backbone", "save_backbone"]
+
+FORMAT_NAME = "sslkit.backbone"
+FORMAT_VERSION = 1
+JSON_NAME = "backbone.json"
+WEIGHTS_NAME = "backbone.safetensors"
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (e.g. Windows), so best effort.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _as_float_list(name: str, values: Sequence[float], in_chans: int) -> list[float]:
+    out = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
+    if len(out) != in_chans or not all(math.isfinite(v) for v in out):
+        raise ValueError(f"save_backbone: {name} must be {in_chans} finite numbers (one per input channel), got {out}.")
+    return out
+
+
+def _unwrap(model: Any) -> ViT:
+    # DDP / DataParallel keep the real model in .module; torch.compile in ._orig_mod
+    for attr in ("module", "_orig_mod"):
+        inner = getattr(model, attr, None)
+        if isinstance(inner, ViT):
+            return inner
+    if not isinstance(model, ViT):
+        raise TypeError(f"save_backbone expects an sslkit ViT, got {type(model).__name__}.")
+    return model
+
+
+def save_backbone(
+    model: ViT,
+    directory: str | os.PathLike,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``directory/backbone.safetensors`` and ``directory/backbone.json`` atomically.
+
+    Args:
+        model: the backbone (a DDP- or compile-wrapped ViT is unwrapped).
+        directory: created if missing; usually the run directory.
+        mean, std: per-channel input normalisation the backbone was trained with (length in_chans).
+        extra: JSON-serialisable metadata (method, epochs, dataset, ...).
+
+    Returns:
+        The directory as a ``Path``; ``load_backbone`` accepts it directly.
+    """
+    from sslkit import __version__
+
+    vit = _unwrap(model)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_id = uuid.uuid4().hex
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "sslkit_version": __version__,
+        "save_id": save_id,
+        "config": vit.config.to_dict(),
+        "mean": _as_float_list("mean", mean, vit.config.in_chans),
+        "std": _as_float_list("std", std, vit.config.in_chans),
+        "extra": extra if extra is not None else {},
+    }
+    try:
+        meta_text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as err:  # serialise before touching the disk
+        raise ValueError(f"save_backbone: extra must be JSON-serialisable ({err}).") from None
+    # .contiguous() is a no-op for the usual contiguous parameters; safetensors requires it.
+    tensors = {k: v.detach().contiguous() for k, v in vit.state_dict().items()}
+
+    tmp_weights = directory / f".{WEIGHTS_NAME}.{save_id}.tmp"
+    tmp_json = directory / f".{JSON_NAME}.{save_id}.tmp"
+    try:
+        save_file(tensors, str(tmp_weights), metadata={"format": FORMAT_NAME, "save_id": save_id})
+        _fsync_file(tmp_weights)
+        with open(tmp_json, "w", encoding="utf-8") as f:
+            f.write(meta_text)
+            f.flush()
+            os.fsync(f.fileno())
+        # Both temporaries are complete before either rename, so a failure up to here leaves
+        # any previous backbone untouched.
+        os.replace(tmp_weights, directory / WEIGHTS_NAME)
+        os.replace(tmp_json, directory / JSON_NAME)
+        _fsync_dir(directory)
+    finally:
+        for tmp in (tmp_weights, tmp_json):
+            if tmp.exists():
+                tmp.unlink()
+    return directory
+
+
+def _resolve(path: Path) -> tuple[Path, Path]:
+    """Return (json_path, weights_path) for a directory or either file of the pair."""
+    if path.is_dir():
+        json_path, weights_path = path / JSON_NAME, path / WEIGHTS_NAME
+    elif path.suffix == ".json":
+        json_path, weights_path = path, path.with_suffix(".safetensors")
+    elif path.suffix == ".safetensors":
+        json_path, weights_path = path.with_suffix(".json"), path
+    elif not path.exists():
+        raise FileNotFoundError(f"No backbone found at {path}: the path does not exist.")
+    else:
+        raise ValueError(f"Cannot load a backbone from {path}: pass a directory, a .json or a .safetensors file.")
+    for p, what in ((json_path, "metadata"), (weights_path, "weights")):
+        if not p.is_file():
+            raise FileNotFoundError(
+                f"Backbone {what} file {p} is missing; expected {JSON_NAME} and {WEIGHTS_NAME} side by side "
+                f"(written by sslkit.nn.export.save_backbone)."
+            )
+    return json_path, weights_path
+
+
+def _read_meta(json_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"Backbone metadata {json_path} is not valid JSON ({err}); re-export the backbone.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ValueError(f"{json_path} is not an sslkit backbone description (missing format {FORMAT_NAME!r}).")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"Backbone {json_path} has format version {version!r}, but this sslkit reads version "
+            f"{FORMAT_VERSION}; upgrade sslkit or re-export the backbone."
+        )
+    for key in ("config", "mean", "std"):
+        if key not in meta:
+            raise ValueError(f"Backbone metadata {json_path} lacks the {key!r} entry; re-export the backbone.")
+    return meta
+
+
+def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ViT:
+    """Rebuild a :class:`ViT` saved by :func:`save_backbone`, in eval mode.
+
+    Args:
+        path: the run directory holding ``backbone.json`` + ``backbone.safetensors``, or either file.
+        map_location: device for the weights.
+
+    Returns:
+        The model, with ``model.meta = {"mean": [...], "std": [...], "extra": {...}}``.
+
+    Raises:
+        FileNotFoundError: either file is missing.
+        ValueError: corrupt JSON or weights, unknown format version, bad config, or weights that
+            do not match the architecture (missing/unexpected keys, wrong shapes).
+    """
+    json_path, weights_path = _resolve(Path(path))
+    meta = _read_meta(json_path)
+    try:
+        config = ViTConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"Backbone metadata {json_path} has an invalid config: {err}") from None
+
+    device = str(torch.device(map_location))
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            file_meta = f.metadata() or {}
+        state = load_file(str(weights_path), device=device)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"Backbone weights {weights_path} are unreadable ({err}); re-export the backbone.") from None
+    if "save_id" in meta and file_meta.get("save_id") not in (None, meta["save_id"]):
+        raise ValueError(
+            f"{json_path} and {weights_path} come from different saves (save_id mismatch); re-export the backbone."
+        )
+
+    # Build on the meta device (no wasted random init), then adopt the loaded tensors.
+    with torch.device("meta"):
+        model = ViT(config)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k])}"
+        for k in sorted(expected)
+        if k in state and state[k].shape != expected[k]
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            parts.append(f"wrong shape {wrong[:5]}")
+        raise ValueError(
+            f"Backbone weights {weights_path} do not match the architecture in {json_path}: " + "; ".join(parts) + "."
+        )
+    model.load_state_dict(state, strict=True, assign=True)
+    model.meta = {"mean": meta["mean"], "std": meta["std"], "extra": meta.get("extra", {})}
+    return model.eval()

@@ -1,0 +1,71 @@
+"""Projection heads for self-distillation.
+
+``DINOHead`` follows facebookresearch/dinov2 ``dinov2/layers/dino_head.py`` and the spec
+(``specs/dinov2.md`` step 3): h(x) = W_last · normalize(MLP(x)), with W_last weight-normalised
+and its gain g left trainable (DINO v1 froze g at 1; DINOv2 does not).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.init import trunc_normal_
+from torch.nn.utils.parametrizations import weight_norm
+
+__all__ = ["DINOHead"]
+
+
+class DINOHead(nn.Module):
+    """MLP -> L2 normalisation -> weight-normalised linear prototypes.
+
+    ``mlp``: Linear(in, hidden)–GELU–[Linear(hidden, hidden)–GELU]×(nlayers−2)–Linear(hidden,
+    bottleneck), or a single Linear(in, bottleneck) when ``nlayers == 1``; trunc-normal(0.02)
+    weights and zero biases.
+    ``last_layer``: Linear(bottleneck, out, bias=False) under ``weight_norm``; its effective
+    weight is ``g * v / ||v||`` row-wise, with g (out, 1) initialised to 1 and trainable.
+    Parameter names: ``last_layer.parametrizations.weight.original0`` (g) and ``.original1`` (v).
+
+    Example::
+
+        head = DINOHead(384, out_dim=4096)
+        logits = head(torch.randn(8, 384))   # (8, 4096)
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 65536,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        nlayers: int = 3,
+    ) -> None:
+        super().__init__()
+        if nlayers < 1:
+            raise ValueError(f"DINOHead needs nlayers >= 1, got {nlayers}.")
+        if nlayers == 1:
+            self.mlp: nn.Module = nn.Linear(in_dim, bottleneck_dim)
+        else:
+            layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+            for _ in range(nlayers - 2):
+                layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+            layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+            self.mlp = nn.Sequential(*layers)
+        for m in self.mlp.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        # v keeps nn.Linear's default init, as in the reference (its init loop runs before
+        # last_layer exists); only the direction of v matters once normalised.
+        self.last_layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False), name="weight", dim=0)
+        with torch.no_grad():
+            self.last_layer.parametrizations.weight.original0.fill_(1.0)
+        self.in_dim, self.out_dim, self.bottleneck_dim = in_dim, out_dim, bottleneck_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, in_dim) -> logits (N, out_dim)."""
+        z = self.mlp(x)
+        # Normalise in float32 with eps 1e-6: 1e-12 underflows to 0 in fp16, and a bf16 norm
+        # loses precision exactly where the prototype similarities are read.
+        z = F.normalize(z.float(), p=2.0, dim=-1, eps=1e-6).to(z.dtype)
+        return self.last_layer(z)
