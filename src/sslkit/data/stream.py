@@ -1,0 +1,80 @@
+"""A resumable, seeded stream of augmented samples for pretraining.
+
+Training reads an endless stream: position ``p`` is sample ``p % n`` of the ``p // n``-th seeded
+permutation of the dataset, augmented with an RNG seeded by ``(seed, p)``. Everything a step sees is
+therefore a pure function of the seed and the step number, which is what makes ``--resume`` land on
+exactly the batches an uninterrupted run would have seen, whatever the number of DataLoader workers.
+(The reference uses an infinite sampler too: facebookresearch/dinov2 ``dinov2/data/samplers.py``.)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+def _mix(seed: int, value: int) -> int:
+    """A 63-bit seed for (seed, value) pairs; consecutive values give unrelated generators."""
+    x = (seed * 0x9E3779B97F4A7C15 + value * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & ((1 << 64) - 1)
+    x ^= x >> 31
+    x = (x * 0xD6E8FEB86659FD93) & ((1 << 64) - 1)
+    x ^= x >> 32
+    return x & ((1 << 63) - 1)
+
+
+class AugmentedStream(Dataset):
+    """Index by stream position; returns ``{"image": transform(image), "label", "position"}``."""
+
+    def __init__(self, dataset: Dataset, transform: Callable, seed: int = 0):
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = seed
+        self._epoch = -1
+        self._perm: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def dataset_index(self, position: int) -> int:
+        n = len(self.dataset)
+        epoch = position // n
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(_mix(self.seed, epoch))
+            self._perm = torch.randperm(n, generator=gen)
+            self._epoch = epoch
+        return int(self._perm[position % n])
+
+    def __getitem__(self, position: int) -> dict:
+        item = self.dataset[self.dataset_index(position)]
+        # The transforms draw from torch's global RNG; fork it so augmentation depends only on
+        # (seed, position) and never disturbs the training RNG (drop-path).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed + 1, position))
+            image = self.transform(item["image"])
+        return {"image": image, "label": int(item.get("label", -1)), "position": position}
+
+
+class StreamSampler(Sampler[int]):
+    """Stream positions for steps ``start_step .. total_steps-1`` of one rank.
+
+    The global batch of step ``s`` is positions ``[s·B·W, (s+1)·B·W)``; rank ``r`` takes its
+    ``r``-th block of ``B``. So 2 ranks × B/2 see exactly the samples of 1 rank × B.
+    """
+
+    def __init__(self, batch_size: int, total_steps: int, start_step: int = 0, rank: int = 0, world_size: int = 1):
+        self.batch_size = batch_size
+        self.total_steps = total_steps
+        self.start_step = start_step
+        self.rank = rank
+        self.world_size = world_size
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step) * self.batch_size
+
+    def __iter__(self):
+        b, w = self.batch_size, self.world_size
+        for step in range(self.start_step, self.total_steps):
+            first = step * b * w + self.rank * b
+            yield from range(first, first + b)

@@ -1,0 +1,153 @@
+"""DINOv2: self-distillation with an EMA teacher, DINO (CLS) + iBOT (masked patches) + KoLeo.
+
+Oquab et al., "DINOv2: Learning Robust Visual Features without Supervision", arXiv 2304.07193.
+Reference semantics: facebookresearch/dinov2 ``dinov2/train/ssl_meta_arch.py``; the method spec is
+``shared/specs/dinov2.md``.
+
+Cost discipline (the reference does the same): heads run once per network on the concatenation of
+every token that needs them, and the patch head sees only the masked tokens, never the full grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sslkit.functional.dino import dino_loss, softmax_center_teacher, update_center
+from sslkit.functional.ibot import ibot_patch_loss, mask_token_weights
+from sslkit.functional.koleo import koleo_loss
+from sslkit.functional.sinkhorn import sinkhorn_knopp
+from sslkit.nn.ema import ema_update_, make_teacher
+from sslkit.nn.heads import DINOHead
+from sslkit.nn.vit import ViT
+
+
+@dataclass(frozen=True)
+class DINOv2LossConfig:
+    """The loss-side settings of the method (a subset of ``config.DINOv2Config``)."""
+
+    n_global: int = 2
+    n_local: int = 8
+    centering: str = "softmax"
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    dino_weight: float = 1.0
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+
+
+class DINOv2(nn.Module):
+    """Student (backbone + heads) and its EMA teacher.
+
+    ``forward(batch, teacher_temp)`` takes the crop-major batch of ``sslkit.data.collate``:
+    ``global_crops`` (n_g*B, C, G, G), ``local_crops`` (n_l*B, C, L, L) or absent,
+    ``masks`` (n_g*B, N) bool over the global crops' patch grid; returns a dict with ``loss``,
+    each loss term, ``embedding`` (student CLS of the global crops, detached) and
+    ``teacher_entropy`` (entropy of the teacher's mean CLS prediction; near 0 means collapse).
+    """
+
+    def __init__(self, backbone: ViT, dino_head: DINOHead, cfg: DINOv2LossConfig,
+                 ibot_head: DINOHead | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.student = nn.ModuleDict({"backbone": backbone, "dino_head": dino_head})
+        if ibot_head is not None:
+            self.student["ibot_head"] = ibot_head
+        self.teacher = make_teacher(self.student)
+        out_dim = dino_head.last_layer.out_features
+        # Centres live here (not in the teacher) so the EMA never touches them.
+        self.register_buffer("dino_center", torch.zeros(1, out_dim))
+        self.register_buffer("ibot_center", torch.zeros(1, out_dim))
+
+    @property
+    def separate_ibot_head(self) -> bool:
+        return "ibot_head" in self.student
+
+    def train(self, mode: bool = True) -> "DINOv2":
+        super().train(mode)
+        self.teacher.eval()  # the teacher always runs in eval mode (no drop-path)
+        return self
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        ema_update_(self.teacher, self.student, momentum)
+
+    # ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _teacher_targets(self, global_crops: torch.Tensor, mask_flat: torch.Tensor, teacher_temp: float):
+        """Teacher CLS probabilities (n_g*B, K) and masked-patch probabilities (M, K)."""
+        feats = self.teacher["backbone"].forward_features(global_crops)
+        cls, patch = feats["cls"], feats["patch"]
+        masked_patch = patch.flatten(0, 1)[mask_flat]  # (M, D), same order as the student's
+        n_cls = cls.shape[0]
+        if self.separate_ibot_head:
+            cls_logits = self.teacher["dino_head"](cls)
+            patch_logits = self.teacher["ibot_head"](masked_patch)
+        else:
+            logits = self.teacher["dino_head"](torch.cat([cls, masked_patch]))
+            cls_logits, patch_logits = logits[:n_cls], logits[n_cls:]
+
+        # Both calls run on every worker at every step, even with zero masked tokens here: they
+        # all-reduce under DDP, and a worker that skipped them would hang the others.
+        if self.cfg.centering == "sinkhorn":
+            cls_probs = sinkhorn_knopp(cls_logits, teacher_temp)
+            patch_probs = sinkhorn_knopp(patch_logits, teacher_temp)
+        else:
+            cls_probs = softmax_center_teacher(cls_logits, self.dino_center, teacher_temp)
+            patch_probs = softmax_center_teacher(patch_logits, self.ibot_center, teacher_temp)
+            self.dino_center.copy_(update_center(self.dino_center, cls_logits, self.cfg.center_momentum))
+            self.ibot_center.copy_(update_center(self.ibot_center, patch_logits, self.cfg.center_momentum))
+        return cls_probs, patch_probs
+
+    def forward(self, batch: dict, teacher_temp: float) -> dict:
+        cfg = self.cfg
+        global_crops = batch["global_crops"]
+        local_crops = batch.get("local_crops")
+        masks = batch["masks"]
+        n_global_total = global_crops.shape[0]  # n_g * B
+        mask_flat = masks.flatten()
+
+        cls_probs, patch_probs = self._teacher_targets(global_crops, mask_flat, teacher_temp)
+
+        backbone = self.student["backbone"]
+        g = backbone.forward_features(global_crops, masks=masks)
+        g_cls = g["cls"]
+        s_masked_patch = g["patch"].flatten(0, 1)[mask_flat]
+        has_local = local_crops is not None and local_crops.shape[0] > 0
+        l_cls = backbone.forward_features(local_crops)["cls"] if has_local else g_cls[:0]
+
+        n_g_cls, n_l_cls = g_cls.shape[0], l_cls.shape[0]
+        if self.separate_ibot_head:
+            cls_logits = self.student["dino_head"](torch.cat([g_cls, l_cls]))
+            s_patch_logits = self.student["ibot_head"](s_masked_patch)
+        else:
+            logits = self.student["dino_head"](torch.cat([g_cls, l_cls, s_masked_patch]))
+            cls_logits, s_patch_logits = logits[: n_g_cls + n_l_cls], logits[n_g_cls + n_l_cls:]
+        s_global_logits, s_local_logits = cls_logits[:n_g_cls], cls_logits[n_g_cls:]
+
+        loss_dino = dino_loss(s_global_logits, s_local_logits if has_local else None, cls_probs,
+                              n_global=cfg.n_global, student_temp=cfg.student_temp)
+        if s_patch_logits.shape[0] > 0:
+            weights = mask_token_weights(masks)
+            loss_ibot = ibot_patch_loss(s_patch_logits, patch_probs, weights, n_global_total,
+                                        student_temp=cfg.student_temp)
+        else:
+            loss_ibot = s_patch_logits.sum() * 0.0  # no masked crop in this batch
+        # KoLeo per global chunk of B rows, on the final-norm CLS before the head (spec step 5).
+        loss_koleo = sum(koleo_loss(chunk) for chunk in g_cls.chunk(cfg.n_global))
+
+        loss = cfg.dino_weight * loss_dino + cfg.ibot_weight * loss_ibot + cfg.koleo_weight * loss_koleo
+        with torch.no_grad():
+            mean_p = cls_probs.float().mean(0)
+            teacher_entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
+        return {
+            "loss": loss,
+            "dino_loss": loss_dino.detach(),
+            "ibot_loss": loss_ibot.detach(),
+            "koleo_loss": loss_koleo.detach(),
+            "teacher_entropy": teacher_entropy,
+            "embedding": g_cls.detach(),
+        }

@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+
+from sslkit.data.collate import MultiCropCollate
+from sslkit.methods.dinov2 import DINOv2, DINOv2LossConfig
+from sslkit.nn.heads import DINOHead
+from sslkit.nn.vit import build_vit
+
+K = 1024
+
+
+def make_method(separate=False, n_local=2):
+    torch.manual_seed(0)
+    backbone = build_vit("vit_tiny", depth=2, embed_dim=64, num_heads=2, img_size=16, patch_size=4)
+    head = lambda: DINOHead(64, K, hidden_dim=128, bottleneck_dim=32)  # noqa: E731
+    return DINOv2(backbone, head(), DINOv2LossConfig(n_global=2, n_local=n_local), ibot_head=head() if separate else None)
+
+
+def make_batch(B=8, n_local=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = [{"image": {"global": [torch.randn(3, 16, 16, generator=g) for _ in range(2)],
+                        "local": [torch.randn(3, 8, 8, generator=g) for _ in range(n_local)]},
+              "label": i % 3, "position": i} for i in range(B)]
+    return MultiCropCollate(patch_size=4, seed=seed)(items)
+
+
+def test_loss_terms_at_init_and_outputs():
+    method = make_method()
+    out = method(make_batch(), teacher_temp=0.04)
+    assert set(out) >= {"loss", "dino_loss", "ibot_loss", "koleo_loss", "embedding", "teacher_entropy"}
+    assert out["embedding"].shape == (16, 64) and not out["embedding"].requires_grad
+    total = out["dino_loss"] + out["ibot_loss"] + 0.1 * out["koleo_loss"]
+    assert out["loss"].item() == pytest.approx(total.item(), rel=1e-6)
+    assert 1.0 < out["teacher_entropy"].item() <= math.log(K) + 1e-4
+
+
+def test_dino_loss_at_init_is_close_to_ln_k():
+    """Spec check 1 with K = 4096 and the reference bottleneck 256.
+
+    At init every crop has nearly the same bottleneck vector u, so the logits z_k = cos(u, w_k) are
+    ~N(0, 1/d) over prototypes and the cross-entropy has the closed form
+    ln K + σ²/(2τ_s²) − σ²/(τ_s τ_t) with σ² = 1/d (Gaussian tilt): ln K − 0.78 for d = 256.
+    """
+    torch.manual_seed(0)
+    k, d = 4096, 256
+    backbone = build_vit("vit_tiny", depth=2, embed_dim=64, num_heads=2, img_size=16, patch_size=4)
+    method = DINOv2(backbone, DINOHead(64, k, hidden_dim=512, bottleneck_dim=d), DINOv2LossConfig(n_global=2, n_local=2))
+    loss = method(make_batch(), teacher_temp=0.04)["dino_loss"].item()
+    assert abs(loss - math.log(k)) < 0.1 * math.log(k)
+    expected = math.log(k) + (1 / d) / (2 * 0.1 ** 2) - (1 / d) / (0.1 * 0.04)
+    assert loss == pytest.approx(expected, abs=0.1)
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_gradients_reach_every_student_parameter_and_never_the_teacher(separate):
+    method = make_method(separate=separate)
+    batch = make_batch()
+    assert batch["masks"].any()
+    method(batch, teacher_temp=0.04)["loss"].backward()
+    for name, p in method.student.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert all(p.grad is None and not p.requires_grad for p in method.teacher.parameters())
+
+
+def test_patch_head_runs_on_masked_tokens_only():
+    method = make_method()
+    batch = make_batch(B=8, n_local=2)
+    rows = []
+    method.student["dino_head"].register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    method.teacher["dino_head"].register_forward_hook(lambda m, i, o: rows.append(-i[0].shape[0]))
+    method(batch, teacher_temp=0.04)
+    n_masked = int(batch["masks"].sum())
+    assert 0 < n_masked < batch["masks"].numel()
+    # One head pass per network: student = 2B global CLS + 2B local CLS + masked tokens; teacher = 2B CLS + masked.
+    assert sorted(rows) == sorted([-(16 + n_masked), 16 + 16 + n_masked])
+
+
+def test_centres_move_in_softmax_mode_and_stay_in_sinkhorn_mode():
+    method = make_method()
+    method(make_batch(), teacher_temp=0.04)
+    assert method.dino_center.abs().sum() > 0 and method.ibot_center.abs().sum() > 0
+    sk = make_method()
+    sk.cfg = DINOv2LossConfig(n_global=2, n_local=2, centering="sinkhorn")
+    out = sk(make_batch(), teacher_temp=0.04)
+    assert torch.isfinite(out["loss"]) and sk.dino_center.abs().sum() == 0
+
+
+def test_teacher_follows_the_student_only_through_the_ema():
+    method = make_method()
+    opt = torch.optim.SGD(method.student.parameters(), lr=1.0)
+    method(make_batch(), teacher_temp=0.04)["loss"].backward()
+    opt.step()
+    before = [p.clone() for p in method.teacher.parameters()]
+    method.update_teacher(1.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, method.teacher.parameters()))
+    method.update_teacher(0.0)
+    assert all(torch.equal(s, t) for s, t in zip(method.student.parameters(), method.teacher.parameters()))
+
+
+def test_no_local_crops():
+    method = make_method(n_local=0)
+    out = method(make_batch(n_local=0), teacher_temp=0.04)
+    assert torch.isfinite(out["loss"])
