@@ -50,4 +50,9 @@ def test_two_ranks_see_exactly_the_samples_of_one():
 def test_resumed_sampler_continues_the_stream():
     full = list(StreamSampler(batch_size=4, total_steps=6))
     resumed = list(StreamSampler(batch_size=4, total_steps=6, start_step=4))
-    assert resumed == full[16:] and len(StreamSampler(4, 6, start_step=4)) == 8
+    assert resumed == full[16:]
+    counter = {"step": 2}
+    live = StreamSampler(batch_size=4, total_steps=6, start_step=lambda: counter["step"])
+    assert list(live) == full[8:]
+    counter["step"] = 5
+    assert list(live) == full[20:] and len(live) == 24

@@ -61,9 +61,14 @@ class StreamSampler(Sampler[int]):
 
     The global batch of step ``s`` is positions ``[s·B·W, (s+1)·B·W)``; rank ``r`` takes its
     ``r``-th block of ``B``. So 2 ranks × B/2 see exactly the samples of 1 rank × B.
+
+    ``start_step`` may be a callable read at each ``iter()``: the trainer's step counter, so a
+    loader built once still starts where a restored run stands. ``len()`` is always the whole run
+    (Lightning counts a resumed epoch's batches from the checkpoint's batch index).
     """
 
-    def __init__(self, batch_size: int, total_steps: int, start_step: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, batch_size: int, total_steps: int, start_step: int | Callable[[], int] = 0,
+                 rank: int = 0, world_size: int = 1):
         self.batch_size = batch_size
         self.total_steps = total_steps
         self.start_step = start_step
@@ -71,10 +76,11 @@ class StreamSampler(Sampler[int]):
         self.world_size = world_size
 
     def __len__(self) -> int:
-        return max(0, self.total_steps - self.start_step) * self.batch_size
+        return self.total_steps * self.batch_size
 
     def __iter__(self):
         b, w = self.batch_size, self.world_size
-        for step in range(self.start_step, self.total_steps):
+        start = self.start_step() if callable(self.start_step) else self.start_step
+        for step in range(start, self.total_steps):
             first = step * b * w + self.rank * b
             yield from range(first, first + b)

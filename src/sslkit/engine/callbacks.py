@@ -1,0 +1,52 @@
+"""Callbacks that read the running method without changing it: the kNN monitor."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import lightning as L
+import torch
+from torch.utils.data import Dataset
+
+from sslkit.eval.features import extract_features
+from sslkit.functional.knn import knn_accuracy
+
+
+def knn_top1(model: Callable, bank: Dataset, queries: Dataset, num_classes: int, k: int = 20,
+             temperature: float = 0.07, batch_size: int = 256) -> float:
+    """kNN top-1 accuracy (weighted voting, spec dinov2.md step 7) of ``model``'s features, in [0, 1]."""
+    bank_x, bank_y = extract_features(model, bank, batch_size=batch_size)
+    query_x, query_y = extract_features(model, queries, batch_size=batch_size)
+    acc = knn_accuracy(bank_x, bank_y, query_x, num_classes, ks=(k,), temperature=temperature,
+                       test_labels=query_y)
+    return float(acc[k])
+
+
+class KNNMonitor(L.Callback):
+    """Log the teacher backbone's kNN accuracy every ``every_n_steps`` steps (0: at the end only)."""
+
+    def __init__(self, bank: Dataset, queries: Dataset, num_classes: int, every_n_steps: int = 0,
+                 k: int = 20, temperature: float = 0.07):
+        self.bank, self.queries, self.num_classes = bank, queries, num_classes
+        self.every_n_steps, self.k, self.temperature = every_n_steps, k, temperature
+        self.history: list[tuple[int, float]] = []
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Optional[float]:
+        if trainer.global_rank != 0:
+            return None
+        backbone = pl_module.method.teacher["backbone"]
+        acc = knn_top1(backbone, self.bank, self.queries, self.num_classes, self.k, self.temperature)
+        step = trainer.global_step
+        self.history.append((step, acc))
+        for logger in trainer.loggers:
+            logger.log_metrics({f"knn/top1_k{self.k}": acc}, step=step)
+        return acc
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step < trainer.max_steps:
+            self._measure(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not self.history or self.history[-1][0] != trainer.global_step:
+            self._measure(trainer, pl_module)

@@ -1,0 +1,106 @@
+"""The Lightning module that drives a joint-embedding method: schedules, optimiser step, EMA.
+
+No math of its own: the method's ``forward`` returns a dict of named tensors (``loss`` first), the
+schedules are pure functions of the iteration, and this module only applies them in the right
+order: set lr/wd for step ``i`` → forward → backward → clip per sub-module → step → EMA teacher.
+Manual optimisation is used because DINOv2 clips each student sub-module separately and updates
+the teacher after every step (facebookresearch/dinov2 ``dinov2/train/train.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from torch import nn
+
+from sslkit.engine.schedules import DINOv2Schedules
+
+
+class PretrainModule(L.LightningModule):
+    """Wraps a method (``nn.Module`` with ``student``, ``update_teacher`` and ``forward(batch, teacher_temp)``)."""
+
+    def __init__(self, method: nn.Module, schedules: DINOv2Schedules, param_groups: list[dict],
+                 clip_grad: float = 3.0, betas: tuple[float, float] = (0.9, 0.999), run_config: dict | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.method = method
+        self.schedules = schedules
+        self._param_groups = param_groups
+        self.clip_grad = clip_grad
+        self.betas = tuple(betas)
+        self.run_config = run_config or {}
+        self._last_time: float | None = None
+
+    def configure_optimizers(self):
+        groups = [{k: v for k, v in g.items() if k != "names"} for g in self._param_groups]
+        return torch.optim.AdamW(groups, lr=0.0, betas=self.betas)
+
+    def _apply_schedules(self, optimizer, values: dict) -> None:
+        for group in optimizer.param_groups:
+            lr = values["lr"] * group["lr_multiplier"]
+            if group["is_last_layer"]:
+                lr *= values["last_layer_lr_multiplier"]
+            group["lr"] = lr
+            group["weight_decay"] = values["wd"] * group["wd_multiplier"]
+
+    def training_step(self, batch: dict, batch_idx: int):
+        step = self.global_step
+        values = self.schedules.at(step)
+        optimizer = self.optimizers()
+        self._apply_schedules(optimizer.optimizer, values)
+
+        out = self.method(batch, teacher_temp=values["teacher_temp"])
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss became {loss.item()} at step {step}; lower optim.base_lr, raise "
+                f"optim.warmup_epochs or use precision=32-true, then resume from the last checkpoint.")
+
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.clip_grad and self.clip_grad > 0:
+            for module in self.method.student.values():  # per sub-module, as the reference
+                torch.nn.utils.clip_grad_norm_(module.parameters(), self.clip_grad)
+        optimizer.step()
+        self.method.update_teacher(values["momentum"])
+
+        now = time.perf_counter()
+        batch_size = batch["global_crops"].shape[0] // max(1, self.method.cfg.n_global)
+        logs = {
+            "train/loss": loss.detach(),
+            "train/dino_loss": out["dino_loss"],
+            "train/ibot_loss": out["ibot_loss"],
+            "train/koleo_loss": out["koleo_loss"],
+            "train/teacher_entropy": out["teacher_entropy"],
+            "schedule/lr": values["lr"],
+            "schedule/wd": values["wd"],
+            "schedule/momentum": values["momentum"],
+            "schedule/teacher_temp": values["teacher_temp"],
+        }
+        if self._last_time is not None:
+            logs["train/images_per_s"] = batch_size * self.trainer.world_size / max(now - self._last_time, 1e-9)
+        self._last_time = now
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False, batch_size=batch_size)
+        return loss.detach()
+
+    # Exact resume: the only RNG the training step consumes is torch's CPU generator (drop-path);
+    # data and masks are seeded by stream position (sslkit.data.stream). Save and restore it.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sslkit_rng"] = {"torch_cpu": torch.get_rng_state()}
+        checkpoint["sslkit_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("sslkit_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch_cpu"])
+
+    def total_steps(self) -> int:
+        return self.schedules.total_iters
+
+
+def steps_for(epochs: float, iters_per_epoch: int) -> int:
+    return max(1, int(math.ceil(epochs * iters_per_epoch)))

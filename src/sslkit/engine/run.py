@@ -1,0 +1,252 @@
+"""One pretraining run, from a validated config to a run directory.
+
+The run directory holds: ``config.yaml`` (resolved), ``metrics.jsonl``, ``tensorboard/``,
+``checkpoints/`` (``last.ckpt`` plus periodic ones), ``backbone.safetensors`` + ``backbone.json``
+(the teacher backbone, loadable with ``sslkit.load_backbone``) and ``report.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from sslkit.config import ConfigError, RunConfig, to_dict
+from sslkit.data.augment import EvalTransform, MultiCropAugmentation
+from sslkit.data.collate import MultiCropCollate
+from sslkit.data.sources import DataSplits, TransformedDataset, open_data
+from sslkit.data.stream import AugmentedStream
+from sslkit.engine.callbacks import KNNMonitor, knn_top1
+from sslkit.engine.data_module import StreamDataModule
+from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after
+from sslkit.engine.module import PretrainModule
+from sslkit.engine.param_groups import dinov2_param_groups
+from sslkit.engine.schedules import DINOv2Schedules, lr_peak_from_batch
+from sslkit.eval.features import raw_pixels
+from sslkit.methods.dinov2 import DINOv2, DINOv2LossConfig
+from sslkit.nn.export import save_backbone
+from sslkit.nn.heads import DINOHead
+from sslkit.nn.vit import ViT, build_vit
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    steps: int
+    final_loss: Optional[float]
+    knn: dict = field(default_factory=dict)  # name -> top-1 accuracy in [0, 1]
+    knn_history: list = field(default_factory=list)
+
+
+def build_backbone(cfg: RunConfig, in_chans: int) -> ViT:
+    m = cfg.model
+    overrides = {"patch_size": m.patch_size, "img_size": cfg.crops.global_size, "in_chans": in_chans,
+                 "num_registers": m.num_registers, "drop_path_rate": m.drop_path_rate,
+                 "layerscale_init": m.layerscale_init}
+    for key in ("embed_dim", "depth", "num_heads"):
+        if getattr(m, key) is not None:
+            overrides[key] = getattr(m, key)
+    return build_vit(m.arch, **overrides)
+
+
+def build_method(cfg: RunConfig, in_chans: int) -> DINOv2:
+    d = cfg.dinov2
+    backbone = build_backbone(cfg, in_chans)
+
+    def head() -> DINOHead:
+        return DINOHead(backbone.embed_dim, d.head_out_dim, hidden_dim=d.head_hidden_dim,
+                        bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_layers)
+
+    loss_cfg = DINOv2LossConfig(n_global=cfg.crops.n_global, n_local=cfg.crops.n_local, centering=d.centering,
+                                student_temp=d.student_temp, center_momentum=d.center_momentum,
+                                dino_weight=d.dino_weight, ibot_weight=d.ibot_weight, koleo_weight=d.koleo_weight)
+    return DINOv2(backbone, head(), loss_cfg, ibot_head=head() if d.separate_ibot_head else None)
+
+
+def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> DINOv2Schedules:
+    o, d = cfg.optim, cfg.dinov2
+    total = max(1, int(math.ceil(o.epochs * iters_per_epoch)))
+    try:
+        return _schedules(cfg, total, iters_per_epoch, global_batch)
+    except ValueError as err:  # e.g. a warm-up longer than the run: name the recipe keys
+        raise ConfigError(f"{err} (recipe keys optim.epochs, optim.iters_per_epoch, optim.warmup_epochs, "
+                          f"dinov2.warmup_teacher_temp_epochs, optim.freeze_last_layer_epochs)") from err
+
+
+def _schedules(cfg: RunConfig, total: int, iters_per_epoch: int, global_batch: int) -> DINOv2Schedules:
+    o, d = cfg.optim, cfg.dinov2
+    return DINOv2Schedules(
+        total_iters=total, iters_per_epoch=iters_per_epoch,
+        lr_peak=lr_peak_from_batch(o.base_lr, global_batch), lr_min=o.min_lr, lr_warmup_epochs=o.warmup_epochs,
+        wd_start=o.weight_decay, wd_end=o.weight_decay_end,
+        momentum_start=o.momentum_teacher, momentum_end=o.momentum_teacher_end,
+        teacher_temp_start=d.warmup_teacher_temp, teacher_temp_end=d.teacher_temp,
+        teacher_temp_warmup_epochs=d.warmup_teacher_temp_epochs,
+        freeze_last_layer_epochs=o.freeze_last_layer_epochs,
+    )
+
+
+def _write_yaml_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def prepare_run_dir(out: Path, resume: bool) -> Optional[Path]:
+    """Check the run directory; return the checkpoint to resume from (or None)."""
+    ckpt = out / "checkpoints" / LAST_CHECKPOINT
+    if resume:
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"Cannot resume: '{ckpt}' does not exist; start the run without --resume.")
+        return ckpt
+    if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise FileExistsError(f"Run directory '{out}' already holds a run; pass --resume to continue it "
+                              f"or choose another --out.")
+    return None
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return []
+    try:
+        return [RichProgressBar(leave=True)]
+    except (ImportError, ModuleNotFoundError):  # rich is a dependency, but keep a fallback
+        return [TQDMProgressBar()]
+
+
+def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -> PretrainResult:
+    """Pretrain ``cfg.method`` on ``cfg.data.source``; write everything to ``out``."""
+    out = Path(out)
+    ckpt = prepare_run_dir(out, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    t = cfg.trainer
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    data: DataSplits = open_data(cfg.data.source, image_size=cfg.data.image_size, num_samples=cfg.data.num_samples,
+                                 channels=cfg.data.channels, stats=cfg.data.stats,
+                                 holdout_fraction=cfg.data.holdout_fraction, skip_bad_files=cfg.data.skip_bad_files,
+                                 bad_files_log=out / "bad_files.txt", seed=t.seed)
+    log(f"data: {data.description}; {data.channels} channel(s)"
+        + (f", {data.num_classes} classes" if data.num_classes else ""))
+
+    c = cfg.crops
+    augmentation = MultiCropAugmentation(c.global_size, c.local_size, n_global=c.n_global, n_local=c.n_local,
+                                         global_scale=c.global_scale, local_scale=c.local_scale,
+                                         mean=data.mean, std=data.std, channels=data.channels)
+    stream = AugmentedStream(data.train, augmentation, seed=t.seed)
+    collate = MultiCropCollate(cfg.model.patch_size, mask_probability=cfg.dinov2.mask_probability,
+                               mask_ratio=cfg.dinov2.mask_ratio, seed=t.seed)
+
+    ckpt_dir = out / "checkpoints"
+    callbacks: list = _progress_bar(t.progress_bar)
+    if t.checkpoint_every_n_steps > 0:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=-1,
+                                         save_last=True))
+    monitor = None
+    eval_tf = EvalTransform(c.global_size, data.mean, data.std)
+    if data.queries is not None and data.num_classes:
+        bank = data.bank
+        if len(bank) > cfg.monitor.max_bank_size:
+            idx = torch.randperm(len(bank), generator=torch.Generator().manual_seed(t.seed))[: cfg.monitor.max_bank_size]
+            bank = torch.utils.data.Subset(bank, sorted(idx.tolist()))
+        monitor = KNNMonitor(TransformedDataset(bank, eval_tf), TransformedDataset(data.queries, eval_tf),
+                             data.num_classes, every_n_steps=cfg.monitor.knn_every_n_steps,
+                             k=cfg.monitor.knn_k, temperature=cfg.monitor.knn_temperature)
+        callbacks.append(monitor)
+
+    jsonl = JSONLLogger(out / "metrics.jsonl")
+    loggers = [jsonl, TensorBoardLogger(save_dir=str(out), name="tensorboard", version="")]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer = L.Trainer(
+            accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
+            num_nodes=t.num_nodes, max_steps=1, logger=loggers, callbacks=callbacks,
+            log_every_n_steps=t.log_every_n_steps, use_distributed_sampler=False, enable_model_summary=False,
+            enable_checkpointing=t.checkpoint_every_n_steps > 0, enable_progress_bar=t.progress_bar,
+            deterministic=t.deterministic or None,
+        )
+    world = trainer.world_size
+    global_batch = cfg.optim.batch_size * world
+    iters_per_epoch = cfg.optim.iters_per_epoch or max(1, len(data.train) // global_batch)
+    schedules = build_schedules(cfg, iters_per_epoch, global_batch)
+    max_steps = min(schedules.total_iters, t.max_steps) if t.max_steps else schedules.total_iters
+    trainer.fit_loop.epoch_loop.max_steps = max_steps  # known only once the world size is
+
+    method = build_method(cfg, data.channels)
+    module = PretrainModule(method, schedules, dinov2_param_groups(method.student, cfg.optim.layer_decay,
+                                                                   cfg.optim.patch_embed_lr_mult),
+                            clip_grad=cfg.optim.clip_grad, betas=cfg.optim.betas, run_config=to_dict(cfg))
+    datamodule = StreamDataModule(stream, collate, cfg.optim.batch_size, max_steps,
+                                  num_workers=cfg.data.num_workers, seed=t.seed)
+
+    resolved = to_dict(cfg)
+    resolved["resolved"] = {"iters_per_epoch": iters_per_epoch, "total_steps": schedules.total_iters,
+                            "max_steps": max_steps, "global_batch": global_batch, "lr_peak": schedules.lr_peak,
+                            "channels": data.channels, "mean": list(data.mean), "std": list(data.std)}
+    if trainer.global_rank == 0:
+        _write_yaml_atomic(out / "config.yaml", resolved)
+    log(f"model: {cfg.model.arch} ({sum(p.numel() for p in method.student['backbone'].parameters()) / 1e6:.2f} M "
+        f"backbone parameters), {max_steps} steps of global batch {global_batch} "
+        f"({c.n_global}×{c.global_size}px + {c.n_local}×{c.local_size}px crops)")
+
+    if ckpt is not None:
+        log(f"resuming from {ckpt}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA teacher, on purpose
+        # weights_only: a resumed checkpoint is loaded without unpickling arbitrary objects.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    if ckpt is not None:
+        truncate_after(out / "metrics.jsonl", trainer.global_step)
+
+    if t.checkpoint_every_n_steps > 0:
+        trainer.save_checkpoint(ckpt_dir / LAST_CHECKPOINT, weights_only=False)  # full state, to resume
+
+    result = PretrainResult(run_dir=out, steps=trainer.global_step,
+                            final_loss=float(trainer.callback_metrics["train/loss"])
+                            if "train/loss" in trainer.callback_metrics else None)
+    if trainer.global_rank != 0:
+        return result
+
+    teacher_backbone = method.teacher["backbone"]
+    save_backbone(teacher_backbone, out, mean=data.mean, std=data.std,
+                  extra={"method": cfg.method, "steps": trainer.global_step, "data": cfg.data.source})
+
+    if monitor is not None:
+        result.knn_history = list(monitor.history)
+        result.knn["pretrained"] = monitor.history[-1][1]
+        if cfg.monitor.baselines:
+            torch.manual_seed(t.seed)
+            random_backbone = build_backbone(cfg, data.channels)
+            result.knn["random_init"] = knn_top1(random_backbone, monitor.bank, monitor.queries, data.num_classes,
+                                                 cfg.monitor.knn_k, cfg.monitor.knn_temperature)
+            result.knn["raw_pixels"] = knn_top1(raw_pixels, monitor.bank, monitor.queries, data.num_classes,
+                                                cfg.monitor.knn_k, cfg.monitor.knn_temperature)
+    report = {"run_dir": str(out), "steps": result.steps, "final_loss": result.final_loss,
+              "knn_top1": result.knn, "knn_k": cfg.monitor.knn_k, "knn_history": result.knn_history,
+              "data": data.description}
+    _write_json_atomic(out / "report.json", report)
+    return result

@@ -1,0 +1,104 @@
+"""End-to-end runs of ``sslkit pretrain`` on tiny models and data (seconds each)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import sslkit
+from sslkit.cli import main
+
+RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "dinov2-tiny.yaml")
+# A 2-block width-64 ViT with a small head on 16-px digits: fast enough for CI.
+TINY = ["data.image_size=16", "crops.global_size=16", "crops.local_size=8", "crops.n_local=2",
+        "model.embed_dim=64", "model.depth=2", "model.num_heads=2",
+        "dinov2.head_out_dim=256", "dinov2.head_hidden_dim=128", "dinov2.head_bottleneck_dim=64",
+        "optim.batch_size=16", "optim.iters_per_epoch=4", "optim.epochs=2", "optim.warmup_epochs=0.5",
+        "optim.freeze_last_layer_epochs=0.25", "dinov2.warmup_teacher_temp_epochs=1",
+        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=4",
+        "monitor.max_bank_size=300"]
+
+
+def run(args):
+    return main(["pretrain", "--recipe", RECIPE, *args])
+
+
+def test_help_is_useful(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "pretrain" in text and "shapes" in text
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = capsys.readouterr().out
+    assert "key.sub=value" in text and "--resume" in text and "load_backbone" in text
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "sslkit.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and sslkit.__version__ in out.stdout
+
+
+def test_bad_key_fails_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(["--data", "digits", "--out", str(out), "optim.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown config key 'optim.lrr'" in err
+    assert not out.exists()
+
+
+def test_bad_data_path_names_it(tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    assert run(["--data", str(missing), "--out", str(tmp_path / "run")]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_pretrain_exports_a_loadable_teacher_and_a_report(tmp_path):
+    out = tmp_path / "run"
+    assert run(["--data", "digits", "--out", str(out), *TINY]) == 0
+    for name in ("config.yaml", "metrics.jsonl", "backbone.safetensors", "backbone.json", "report.json",
+                 "checkpoints/last.ckpt"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 8
+    assert set(report["knn_top1"]) == {"pretrained", "random_init", "raw_pixels"}
+    assert all(0.0 <= v <= 1.0 for v in report["knn_top1"].values())
+    # Digits are single-channel: the backbone was built for one channel.
+    model = sslkit.load_backbone(out)
+    assert model.config.in_chans == 1
+    # The export is the EMA teacher of the final checkpoint, bit for bit.
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    exported = load_file(out / "backbone.safetensors")
+    prefix = "method.teacher.backbone."
+    assert set(exported) == {k[len(prefix):] for k in state if k.startswith(prefix)}
+    assert all(torch.equal(exported[k], state[prefix + k]) for k in exported)
+    x = torch.randn(2, 1, 16, 16)
+    assert model(x).shape == (2, 64)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert len(losses) >= 6 and all(torch.isfinite(torch.tensor(losses)))
+    # Refuses to overwrite a finished run without --resume.
+    assert run(["--data", "digits", "--out", str(out), *TINY]) == 2
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run(["--data", "digits", "--out", str(straight), *TINY]) == 0
+    # Stop after 5 of the 8 steps (the schedules still span 8), then resume to the end.
+    assert run(["--data", "digits", "--out", str(split), *TINY, "trainer.max_steps=5",
+                "trainer.checkpoint_every_n_steps=5"]) == 0
+    assert main(["pretrain", "--out", str(split), "--resume", "trainer.max_steps=null"]) == 0
+
+    a = json.loads((straight / "report.json").read_text())
+    b = json.loads((split / "report.json").read_text())
+    assert b["steps"] == a["steps"] == 8
+    assert b["final_loss"] == pytest.approx(a["final_loss"], abs=1e-6)
+    wa, wb = load_file(straight / "backbone.safetensors"), load_file(split / "backbone.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)  # no duplicated future after the resume point
