@@ -73,12 +73,23 @@ def _print_knn_table(console, result, k: int) -> None:
     console.print(table)
 
 
+def _quiet_lightning() -> None:
+    """Keep the terminal for sslkit's own lines: Lightning's banners and tips say nothing a user needs."""
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+
+
 def _pretrain(args) -> int:
     from rich.console import Console
 
     from sslkit.config import load_config, read_recipe
     from sslkit.engine.run import pretrain
 
+    _quiet_lightning()
     console = Console()
     overrides = list(args.overrides)
     if args.resume:
@@ -106,7 +117,14 @@ def _pretrain(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # Overrides may stand anywhere, also after options (`--out DIR a.b=1 --resume c.d=2`):
+    # argparse only takes one run of positionals, so collect the rest by hand.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(getattr(args, "overrides", [])) + extra
     if args.verb is None:
         parser.print_help()
         return 0

@@ -34,6 +34,7 @@ class DataConfig:
     source: str = "shapes"  # 'shapes', 'digits', an image folder, or a .csv/.txt list of paths
     image_size: int = 32  # size the built-in datasets render at
     num_samples: Optional[int] = None  # built-in 'shapes' train size (None: dataset default)
+    background: Literal["texture", "noise", "plain"] = "texture"  # built-in 'shapes' backgrounds
     channels: Union[Literal["auto"], int] = "auto"
     stats: Literal["dataset", "imagenet", "compute"] = "dataset"  # normalisation mean/std
     holdout_fraction: float = 0.1  # labelled user data: share held out for the kNN monitor
@@ -51,6 +52,11 @@ class CropsConfig:
     n_local: int = 8
     global_scale: tuple[float, float] = (0.32, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.32)
+    # Gaussian blur sigma in pixels of the crop: the reference's (0.1, 2) is meant for 224 px crops;
+    # scale it with the crop size for small images (2 px of blur erases a shape at 32 px).
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    # ColorJitter strengths (brightness, contrast, saturation, hue), applied with p 0.8.
+    jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
 
 
 @dataclass
@@ -334,6 +340,10 @@ def validate(cfg: RunConfig) -> None:
     for key, size in (("crops.global_size", c.global_size), ("crops.local_size", c.local_size)):
         need(size > 0 and size % m.patch_size == 0,
              f"Config key '{key}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")
+    need(all(v >= 0 for v in c.jitter_strength) and c.jitter_strength[3] <= 0.5,
+         f"Config key 'crops.jitter_strength' = {list(c.jitter_strength)} needs values >= 0 and hue <= 0.5.")
+    need(0 < c.blur_sigma[0] <= c.blur_sigma[1],
+         f"Config key 'crops.blur_sigma' = {list(c.blur_sigma)} must satisfy 0 < low <= high.")
     for key, (lo, hi) in (("crops.global_scale", c.global_scale), ("crops.local_scale", c.local_scale),
                           ("dinov2.mask_ratio", d.mask_ratio)):
         need(0 < lo <= hi <= 1, f"Config key '{key}' = [{lo}, {hi}] must satisfy 0 < low <= high <= 1.")

@@ -61,7 +61,7 @@ def test_bad_data_path_names_it(tmp_path, capsys):
 def test_pretrain_exports_a_loadable_teacher_and_a_report(tmp_path):
     out = tmp_path / "run"
     assert run(["--data", "digits", "--out", str(out), *TINY]) == 0
-    for name in ("config.yaml", "metrics.jsonl", "backbone.safetensors", "backbone.json", "report.json",
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "tensorboard", "backbone.safetensors", "backbone.json", "report.json",
                  "checkpoints/last.ckpt"):
         assert (out / name).exists(), name
     report = json.loads((out / "report.json").read_text())
@@ -82,6 +82,8 @@ def test_pretrain_exports_a_loadable_teacher_and_a_report(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train/loss"] for r in records if "train/loss" in r]
     assert len(losses) >= 6 and all(torch.isfinite(torch.tensor(losses)))
+    csv_lines = (out / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("step,") and "train/loss" in csv_lines[0] and len(csv_lines) == len(records) + 1
     # Refuses to overwrite a finished run without --resume.
     assert run(["--data", "digits", "--out", str(out), *TINY]) == 2
 
@@ -102,3 +104,45 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
     steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)  # no duplicated future after the resume point
+
+
+def _write_folder(root, n_per_class=12, size=16):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cells", "debris"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n_per_class):
+            pixels = (rng.random((size, size)) * 255).astype("uint8")
+            Image.fromarray(pixels, mode="L").save(root / cls / f"{i}.png")
+    bad = root / "cells" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return bad
+
+
+def test_user_folder_single_channel_with_a_bad_file(tmp_path, capsys):
+    data = tmp_path / "scans"
+    bad = _write_folder(data)
+    args = ["--data", str(data), *TINY, "optim.batch_size=8", "optim.iters_per_epoch=2", "optim.epochs=1",
+            "optim.warmup_epochs=0.5"]
+    # By default the unreadable file stops the run with a sentence naming it ...
+    assert run([*args, "--out", str(tmp_path / "strict")]) == 2
+    assert str(bad) in capsys.readouterr().err
+    # ... and with skip_bad_files it is skipped and listed in the run directory.
+    out = tmp_path / "lenient"
+    assert run([*args, "--out", str(out), "data.skip_bad_files=true", "data.stats=compute"]) == 0
+    assert str(bad) in (out / "bad_files.txt").read_text()
+    model = sslkit.load_backbone(out)
+    assert model.config.in_chans == 1
+    report = json.loads((out / "report.json").read_text())
+    assert "pretrained" in report["knn_top1"]  # labelled by subfolder: the kNN monitor ran
+
+
+def test_precision_passes_through_to_lightning(tmp_path):
+    # bf16 autocast on the CPU: the same recipe key a GPU cluster would use.
+    out = tmp_path / "bf16"
+    assert run(["--data", "digits", "--out", str(out), *TINY, "optim.epochs=0.5", "optim.warmup_epochs=0.25",
+                "trainer.precision=bf16-mixed", "monitor.baselines=false"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 2 and report["final_loss"] is not None

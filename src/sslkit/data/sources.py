@@ -61,14 +61,17 @@ def _holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[
     return sorted(perm[n_hold:]), sorted(perm[:n_hold])
 
 
-def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] = None, channels="auto",
+def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] = None, background: str = "texture",
+              channels="auto",
               stats: str = "dataset", holdout_fraction: float = 0.1, skip_bad_files: bool = False,
               bad_files_log: Optional[Path] = None, seed: int = 0) -> DataSplits:
     """Open ``source`` ('shapes', 'digits', a folder, or a .csv/.txt list) for pretraining."""
     if source in BUILTIN_DATASETS:
         kwargs = {"size": image_size}
-        if source == "shapes" and num_samples is not None:
-            kwargs["num_samples"] = num_samples
+        if source == "shapes":
+            kwargs["background"] = background
+            if num_samples is not None:
+                kwargs["num_samples"] = num_samples
         if source == "digits" and channels != "auto":
             kwargs["channels"] = int(channels)
         train = load_builtin(source, "train", **kwargs)

@@ -1,5 +1,7 @@
 """A metrics logger that appends one JSON line per logging step to ``metrics.jsonl``.
 
+``write_csv`` turns it into ``metrics.csv`` for spreadsheet users at the end of a run.
+
 Append-only, so a resumed run keeps the history of the interrupted one (Lightning's CSV logger
 deletes an existing file). ``truncate_after(step)`` drops lines logged after the checkpoint that a
 resume restarts from, so the file never holds two futures of one run.
@@ -58,6 +60,21 @@ def read_metrics(path: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_csv(jsonl_path: str | Path, csv_path: str | Path) -> None:
+    """Write the records of ``metrics.jsonl`` as a CSV table (one column per metric), atomically."""
+    import csv
+
+    records = read_metrics(jsonl_path)
+    columns = ["step"] + sorted({k for r in records for k in r} - {"step"})
+    csv_path = Path(csv_path)
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+    os.replace(tmp, csv_path)
 
 
 def truncate_after(path: str | Path, step: int) -> None:

@@ -1,6 +1,6 @@
 """One pretraining run, from a validated config to a run directory.
 
-The run directory holds: ``config.yaml`` (resolved), ``metrics.jsonl``, ``tensorboard/``,
+The run directory holds: ``config.yaml`` (resolved), ``metrics.jsonl`` (+ ``metrics.csv``), ``tensorboard/``,
 ``checkpoints/`` (``last.ckpt`` plus periodic ones), ``backbone.safetensors`` + ``backbone.json``
 (the teacher backbone, loadable with ``sslkit.load_backbone``) and ``report.json``.
 """
@@ -27,7 +27,7 @@ from sslkit.data.sources import DataSplits, TransformedDataset, open_data
 from sslkit.data.stream import AugmentedStream
 from sslkit.engine.callbacks import KNNMonitor, knn_top1
 from sslkit.engine.data_module import StreamDataModule
-from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after
+from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after, write_csv
 from sslkit.engine.module import PretrainModule
 from sslkit.engine.param_groups import dinov2_param_groups
 from sslkit.engine.schedules import DINOv2Schedules, lr_peak_from_batch
@@ -144,6 +144,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     data: DataSplits = open_data(cfg.data.source, image_size=cfg.data.image_size, num_samples=cfg.data.num_samples,
+                                 background=cfg.data.background,
                                  channels=cfg.data.channels, stats=cfg.data.stats,
                                  holdout_fraction=cfg.data.holdout_fraction, skip_bad_files=cfg.data.skip_bad_files,
                                  bad_files_log=out / "bad_files.txt", seed=t.seed)
@@ -153,7 +154,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     c = cfg.crops
     augmentation = MultiCropAugmentation(c.global_size, c.local_size, n_global=c.n_global, n_local=c.n_local,
                                          global_scale=c.global_scale, local_scale=c.local_scale,
-                                         mean=data.mean, std=data.std, channels=data.channels)
+                                         blur_sigma=c.blur_sigma, jitter_strength=c.jitter_strength, mean=data.mean, std=data.std, channels=data.channels)
     stream = AugmentedStream(data.train, augmentation, seed=t.seed)
     collate = MultiCropCollate(cfg.model.patch_size, mask_probability=cfg.dinov2.mask_probability,
                                mask_ratio=cfg.dinov2.mask_ratio, seed=t.seed)
@@ -231,6 +232,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     if trainer.global_rank != 0:
         return result
 
+    write_csv(out / "metrics.jsonl", out / "metrics.csv")
     teacher_backbone = method.teacher["backbone"]
     save_backbone(teacher_backbone, out, mean=data.mean, std=data.std,
                   extra={"method": cfg.method, "steps": trainer.global_step, "data": cfg.data.source})

@@ -96,10 +96,14 @@ class DINOv2(nn.Module):
             cls_probs = sinkhorn_knopp(cls_logits, teacher_temp)
             patch_probs = sinkhorn_knopp(patch_logits, teacher_temp)
         else:
-            cls_probs = softmax_center_teacher(cls_logits, self.dino_center, teacher_temp)
-            patch_probs = softmax_center_teacher(patch_logits, self.ibot_center, teacher_temp)
-            self.dino_center.copy_(update_center(self.dino_center, cls_logits, self.cfg.center_momentum))
-            self.ibot_center.copy_(update_center(self.ibot_center, patch_logits, self.cfg.center_momentum))
+            # The new centres are computed first so the softmax may reuse the logits' memory; the
+            # targets still use the old centres, as the reference.
+            new_dino_center = update_center(self.dino_center, cls_logits, self.cfg.center_momentum)
+            new_ibot_center = update_center(self.ibot_center, patch_logits, self.cfg.center_momentum)
+            cls_probs = softmax_center_teacher(cls_logits, self.dino_center, teacher_temp, inplace=True)
+            patch_probs = softmax_center_teacher(patch_logits, self.ibot_center, teacher_temp, inplace=True)
+            self.dino_center.copy_(new_dino_center)
+            self.ibot_center.copy_(new_ibot_center)
         return cls_probs, patch_probs
 
     def forward(self, batch: dict, teacher_temp: float) -> dict:
