@@ -10,7 +10,6 @@ export TRANSFORMERS_OFFLINE := 1
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: pip takes it (and torchvision) from this machine's local wheels.
 	$(BIN)/pip install --quiet -c constraints.txt torch torchvision
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
@@ -19,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sslkit pretrain --data shapes --recipe recipes/dinov2-tiny.yaml --out runs/demo
+	$(BIN)/sslkit pretrain --data shapes --recipe recipes/dinov2-tiny.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
