@@ -146,3 +146,19 @@ def test_precision_passes_through_to_lightning(tmp_path):
                 "trainer.precision=bf16-mixed", "monitor.baselines=false"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["steps"] == 2 and report["final_loss"] is not None
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    # trainer.* passes through to Lightning: two gloo ranks on the CPU, launched by Lightning itself.
+    out = tmp_path / "ddp"
+    script = Path(sys.executable).parent / "sslkit"
+    proc = subprocess.run([str(script), "pretrain", "--recipe", RECIPE, "--data", "digits", "--out", str(out), *TINY,
+                           "optim.batch_size=8", "optim.epochs=1", "optim.warmup_epochs=0.5",
+                           "trainer.strategy=ddp", "trainer.devices=2", "monitor.baselines=false"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = (out / "config.yaml").read_text()
+    assert "global_batch: 16" in config  # 2 ranks x 8
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 4 and "pretrained" in report["knn_top1"]
+    assert sslkit.load_backbone(out).config.in_chans == 1
