@@ -162,3 +162,12 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["steps"] == 4 and "pretrained" in report["knn_top1"]
     assert sslkit.load_backbone(out).config.in_chans == 1
+
+
+def test_dataloader_workers_do_not_change_the_run(tmp_path):
+    # Every batch is a pure function of (seed, step): two worker processes give the same weights as none.
+    common = ["--data", "digits", *TINY, "optim.epochs=1", "optim.warmup_epochs=0.5", "monitor.baselines=false"]
+    assert run([*common, "--out", str(tmp_path / "w0"), "data.num_workers=0"]) == 0
+    assert run([*common, "--out", str(tmp_path / "w2"), "data.num_workers=2"]) == 0
+    a, b = load_file(tmp_path / "w0" / "backbone.safetensors"), load_file(tmp_path / "w2" / "backbone.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

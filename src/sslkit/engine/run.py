@@ -17,7 +17,7 @@ from typing import Optional
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from sslkit.config import ConfigError, RunConfig, to_dict
@@ -124,13 +124,15 @@ def prepare_run_dir(out: Path, resume: bool) -> Optional[Path]:
     return None
 
 
+class StepProgressBar(RichProgressBar):
+    """Rich bar labelled by steps: the run is one endless stream, Lightning's 'Epoch 0/-2' means nothing."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "pretraining"
+
+
 def _progress_bar(enabled: bool):
-    if not enabled:
-        return []
-    try:
-        return [RichProgressBar(leave=True)]
-    except (ImportError, ModuleNotFoundError):  # rich is a dependency, but keep a fallback
-        return [TQDMProgressBar()]
+    return [StepProgressBar(leave=True)] if enabled else []
 
 
 def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -> PretrainResult:
