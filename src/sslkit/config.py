@@ -81,6 +81,7 @@ class DINOv2Config:
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
     head_layers: int = 3
+    head_use_bn: bool = False  # BatchNorm in the head MLP (the reference head's `use_bn` option)
     separate_ibot_head: bool = False
     centering: Literal["softmax", "sinkhorn"] = "softmax"
     student_temp: float = 0.1

@@ -103,3 +103,20 @@ def test_no_local_crops():
     method = make_method(n_local=0)
     out = method(make_batch(n_local=0), teacher_temp=0.04)
     assert torch.isfinite(out["loss"])
+
+
+def test_batchnorm_head_option_keeps_teacher_bn_on_batch_statistics():
+    torch.manual_seed(0)
+    backbone = build_vit("vit_tiny", depth=2, embed_dim=64, num_heads=2, img_size=16, patch_size=4)
+    head = DINOHead(64, K, hidden_dim=128, bottleneck_dim=32, use_bn=True)
+    method = DINOv2(backbone, head, DINOv2LossConfig(n_global=2, n_local=2)).train()
+    bns = [m for m in method.teacher.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(bns) == 2 and all(m.training for m in bns)
+    assert not method.teacher["backbone"].training
+    out = method(make_batch(), teacher_temp=0.04)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    # Batch statistics remove what every image shares: the normalised bottleneck directions differ.
+    with torch.no_grad():
+        u = torch.nn.functional.normalize(head.mlp(torch.randn(32, 64) + 5.0), dim=-1)
+    assert torch.nn.functional.cosine_similarity(u, u.mean(0, keepdim=True)).mean() < 0.9

@@ -66,7 +66,7 @@ def build_method(cfg: RunConfig, in_chans: int) -> DINOv2:
 
     def head() -> DINOHead:
         return DINOHead(backbone.embed_dim, d.head_out_dim, hidden_dim=d.head_hidden_dim,
-                        bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_layers)
+                        bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_layers, use_bn=d.head_use_bn)
 
     loss_cfg = DINOv2LossConfig(n_global=cfg.crops.n_global, n_local=cfg.crops.n_local, centering=d.centering,
                                 student_temp=d.student_temp, center_momentum=d.center_momentum,

@@ -67,7 +67,12 @@ class DINOv2(nn.Module):
 
     def train(self, mode: bool = True) -> "DINOv2":
         super().train(mode)
-        self.teacher.eval()  # the teacher always runs in eval mode (no drop-path)
+        self.teacher.eval()  # the teacher always runs in eval mode (no drop-path) ...
+        for module in self.teacher.modules():
+            # ... except BatchNorm in a `use_bn` head: its running statistics are buffers the EMA
+            # never averages, so the teacher normalises with batch statistics, like the student.
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train(mode)
         return self
 
     @torch.no_grad()

@@ -19,7 +19,7 @@ __all__ = ["DINOHead"]
 class DINOHead(nn.Module):
     """MLP -> L2 normalisation -> weight-normalised linear prototypes.
 
-    ``mlp``: Linear(in, hidden)–GELU–[Linear(hidden, hidden)–GELU]×(nlayers−2)–Linear(hidden,
+    ``mlp``: Linear(in, hidden)–[BatchNorm if ``use_bn``]–GELU–[Linear(hidden, hidden)–GELU]×(nlayers−2)–Linear(hidden,
     bottleneck), or a single Linear(in, bottleneck) when ``nlayers == 1``; trunc-normal(0.02)
     weights and zero biases.
     ``last_layer``: Linear(bottleneck, out, bias=False) under ``weight_norm``; its effective
@@ -39,6 +39,7 @@ class DINOHead(nn.Module):
         hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         nlayers: int = 3,
+        use_bn: bool = False,
     ) -> None:
         super().__init__()
         if nlayers < 1:
@@ -46,9 +47,15 @@ class DINOHead(nn.Module):
         if nlayers == 1:
             self.mlp: nn.Module = nn.Linear(in_dim, bottleneck_dim)
         else:
-            layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+            # use_bn: BatchNorm after each hidden Linear, the reference head's option
+            # (dino_head.py `use_bn`); it removes the component shared by every image, which
+            # otherwise dominates a small backbone's features at init (see the tiny recipe).
+            def block(n_in: int) -> list[nn.Module]:
+                return [nn.Linear(n_in, hidden_dim)] + ([nn.BatchNorm1d(hidden_dim)] if use_bn else []) + [nn.GELU()]
+
+            layers: list[nn.Module] = block(in_dim)
             for _ in range(nlayers - 2):
-                layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+                layers += block(hidden_dim)
             layers.append(nn.Linear(hidden_dim, bottleneck_dim))
             self.mlp = nn.Sequential(*layers)
         for m in self.mlp.modules():
