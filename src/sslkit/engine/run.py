@@ -7,6 +7,7 @@ The run directory holds: ``config.yaml`` (resolved), ``metrics.jsonl`` (+ ``metr
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -97,17 +98,10 @@ def _schedules(cfg: RunConfig, total: int, iters_per_epoch: int, global_batch: i
     )
 
 
-def _write_yaml_atomic(path: Path, data: dict) -> None:
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name and rename: a crash never leaves a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    import json
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -209,7 +203,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
                             "max_steps": max_steps, "global_batch": global_batch, "lr_peak": schedules.lr_peak,
                             "channels": data.channels, "mean": list(data.mean), "std": list(data.std)}
     if trainer.global_rank == 0:
-        _write_yaml_atomic(out / "config.yaml", resolved)
+        _write_text_atomic(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     log(f"model: {cfg.model.arch} ({sum(p.numel() for p in method.student['backbone'].parameters()) / 1e6:.2f} M "
         f"backbone parameters), {max_steps} steps of global batch {global_batch} "
         f"({c.n_global}×{c.global_size}px + {c.n_local}×{c.local_size}px crops)")
@@ -252,5 +246,5 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     report = {"run_dir": str(out), "steps": result.steps, "final_loss": result.final_loss,
               "knn_top1": result.knn, "knn_k": cfg.monitor.knn_k, "knn_history": result.knn_history,
               "data": data.description}
-    _write_json_atomic(out / "report.json", report)
+    _write_text_atomic(out / "report.json", json.dumps(report, indent=2))
     return result
