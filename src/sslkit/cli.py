@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
 
 DESCRIPTION = """sslkit: self-supervised learning research, usable.
 
@@ -16,103 +14,20 @@ images, on a CPU or many GPUs:
   sslkit pretrain --data /path/to/images --recipe recipes/dinov2-vits16.yaml trainer.devices=8 trainer.strategy=ddp
 """
 
-PRETRAIN_EPILOG = """overrides:
-  Any recipe key can be set as key.sub=value (values are YAML), e.g.
-    optim.epochs=20 optim.batch_size=128 model.depth=6 crops.n_local=4 trainer.precision=bf16-mixed
-  Unknown keys and bad values fail before training starts.
-
-data:
-  shapes | digits            built-in offline datasets (labelled; a kNN monitor runs on their test split)
-  DIR                        an image folder; one subfolder per class gives labels
-  FILE.csv | FILE.txt        a list of image paths (CSV: 'path' and optional 'label' columns)
-
-output (--out, default runs/<recipe>-<data>-<time>):
-  config.yaml  metrics.jsonl  tensorboard/  checkpoints/  backbone.safetensors  backbone.json  report.json
-  Load the exported teacher with: sslkit.load_backbone("RUN_DIR")
-"""
-
 
 def _parser() -> argparse.ArgumentParser:
+    import importlib
+
+    from sslkit import __version__
+    from sslkit.commands import VERBS
+
     parser = argparse.ArgumentParser(prog="sslkit", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    from sslkit import __version__
-
     parser.add_argument("--version", action="version", version=f"sslkit {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-
-    p = verbs.add_parser("pretrain", help="pretrain a backbone (DINOv2) and export it",
-                         description="Pretrain a DINOv2-style ViT and export its teacher backbone.",
-                         epilog=PRETRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="'shapes', 'digits', an image folder or a .csv/.txt path list "
-                                  "(default: the recipe's data.source)")
-    p.add_argument("--recipe", help="YAML recipe, e.g. recipes/dinov2-tiny.yaml (default: the DINOv2 ViT-S/16 defaults)")
-    p.add_argument("--out", help="run directory (default runs/<recipe>-<data>-<time>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint (its config.yaml is the base)")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides")
+    for module in VERBS:
+        importlib.import_module(module).add_parser(verbs)
     return parser
-
-
-def _default_out(recipe: str | None, data: str) -> Path:
-    stem = Path(recipe).stem if recipe else "dinov2"
-    name = Path(data).name if data not in ("shapes", "digits") else data
-    return Path("runs") / f"{stem}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _print_knn_table(console, result, k: int) -> None:
-    from rich.table import Table
-
-    rows = [("raw pixels", "raw_pixels"), ("random-init ViT (same shape)", "random_init"),
-            ("pretrained ViT (teacher)", "pretrained")]
-    table = Table(title=f"kNN top-1 on the held-out split (k={k}, T=0.07, cosine)")
-    table.add_column("features")
-    table.add_column("accuracy %", justify="right")
-    for label, key in rows:
-        if key in result.knn:
-            table.add_row(label, f"{100 * result.knn[key]:.1f}")
-    console.print(table)
-
-
-def _quiet_lightning() -> None:
-    """Keep the terminal for sslkit's own lines: Lightning's banners and tips say nothing a user needs."""
-    import logging
-    import warnings
-
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
-
-
-def _pretrain(args) -> int:
-    from rich.console import Console
-
-    from sslkit.config import load_config, read_recipe
-    from sslkit.engine.run import pretrain
-
-    _quiet_lightning()
-    console = Console()
-    overrides = list(args.overrides)
-    if args.resume:
-        if not args.out:
-            raise SystemExit("sslkit pretrain: --resume needs --out RUN_DIR (the run to continue).")
-        base = Path(args.out) / "config.yaml"
-        if not base.is_file():
-            raise SystemExit(f"sslkit pretrain: cannot resume, '{base}' does not exist.")
-        recipe = read_recipe(base)
-        recipe.pop("resolved", None)  # facts written for people, not recipe keys
-    else:
-        recipe = args.recipe
-    if args.data:
-        overrides.insert(0, f"data.source={args.data}")
-    cfg = load_config(recipe, overrides)
-    out = Path(args.out) if args.out else _default_out(args.recipe, cfg.data.source)
-    console.print(f"[bold]sslkit pretrain[/bold] → {out}")
-    result = pretrain(cfg, out, resume=args.resume, log=console.print)
-    if result.knn:
-        _print_knn_table(console, result, cfg.monitor.knn_k)
-    console.print(f"done: {result.steps} steps; backbone in {out / 'backbone.safetensors'}; "
-                  f"report in {out / 'report.json'}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may stand anywhere, also after options (`--out DIR a.b=1 --resume c.d=2`):
     # argparse only takes one run of positionals, so collect the rest by hand.
     args, extra = parser.parse_known_args(argv)
-    stray = [e for e in extra if e.startswith("-") or "=" not in e]
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
@@ -132,13 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     from sslkit.data.errors import DataError
 
     try:
-        if args.verb == "pretrain":
-            return _pretrain(args)
+        return args.run(args)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"sslkit {args.verb}: {err}", file=sys.stderr)
         return 2
-    parser.error(f"unknown verb {args.verb}")
-    return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,6 @@
+"""One module per CLI verb. Each defines ``NAME``, ``add_parser(verbs)`` (which sets ``run`` as the
+parser default) and ``run(args) -> exit code``. Register a new verb by adding its module to ``VERBS``."""
+
+VERBS = [
+    "sslkit.commands.pretrain",
+]
