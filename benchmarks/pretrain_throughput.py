@@ -63,7 +63,7 @@ from sslkit.config import load_config
 from sslkit.data.collate import MultiCropCollate
 from sslkit.engine.module import PretrainModule
 from sslkit.engine.param_groups import dinov2_param_groups
-from sslkit.engine.run import build_backbone, build_method, build_schedules
+from sslkit.engine.builders import build_backbone, build_method, build_schedules
 from sslkit.nn.ema import make_teacher
 
 ROOT = Path(__file__).resolve().parents[1]

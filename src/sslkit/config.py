@@ -57,6 +57,8 @@ class CropsConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     # ColorJitter strengths (brightness, contrast, saturation, hue), applied with p 0.8.
     jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    # false: crop and flip only (jitter, grayscale, blur and solarize off), MAE's augmentation.
+    photometric: bool = True
 
 
 @dataclass
@@ -94,6 +96,39 @@ class DINOv2Config:
     koleo_weight: float = 0.1
     mask_probability: float = 0.5
     mask_ratio: tuple[float, float] = (0.1, 0.5)
+
+
+@dataclass
+class MAEConfig:
+    """Masked autoencoder (He et al., arXiv 2111.06377); decoder sized for small backbones."""
+
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    decoder_dim: int = 128  # the reference pairs ViT-B with 512 x 8 blocks; this is a light default
+    decoder_depth: int = 2
+    decoder_num_heads: int = 4
+
+
+@dataclass
+class SimCLRConfig:
+    """SimCLR (Chen et al., arXiv 2002.05709): 2-layer projector, NT-Xent."""
+
+    temperature: float = 0.1  # google-research/simclr's ImageNet default (its CIFAR runs use 0.5)
+    projector_hidden_dim: int = 2048
+    projector_out_dim: int = 128
+    projector_layers: int = 2
+
+
+@dataclass
+class VICRegConfig:
+    """VICReg (Bardes et al., arXiv 2105.04906): loss weights of the paper, 3-layer projector."""
+
+    sim_weight: float = 25.0
+    var_weight: float = 25.0
+    cov_weight: float = 1.0
+    projector_hidden_dim: int = 2048  # the paper's ResNet-50 uses 8192; 2048 suits ViT-S and smaller
+    projector_out_dim: int = 2048
+    projector_layers: int = 3
 
 
 @dataclass
@@ -149,11 +184,14 @@ class MonitorConfig:
 class RunConfig:
     """One pretraining run."""
 
-    method: Literal["dinov2"] = "dinov2"
+    method: Literal["dinov2", "mae", "simclr", "vicreg"] = "dinov2"
     data: DataConfig = field(default_factory=DataConfig)
     crops: CropsConfig = field(default_factory=CropsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dinov2: DINOv2Config = field(default_factory=DINOv2Config)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    vicreg: VICRegConfig = field(default_factory=VICRegConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
@@ -336,8 +374,16 @@ def validate(cfg: RunConfig) -> None:
     c, m, o, d = cfg.crops, cfg.model, cfg.optim, cfg.dinov2
     need(c.n_global >= 1, f"Config key 'crops.n_global' must be at least 1, got {c.n_global}.")
     need(c.n_local >= 0, f"Config key 'crops.n_local' must be 0 or more, got {c.n_local}.")
-    need(c.n_global * (c.n_global - 1) + c.n_global * c.n_local > 0,
-         "Config keys 'crops.n_global'/'crops.n_local' leave no DINO pair; use n_global >= 2 or n_local >= 1.")
+    if cfg.method == "dinov2":
+        need(c.n_global * (c.n_global - 1) + c.n_global * c.n_local > 0,
+             "Config keys 'crops.n_global'/'crops.n_local' leave no DINO pair; use n_global >= 2 or n_local >= 1.")
+    elif cfg.method in ("simclr", "vicreg"):
+        need(c.n_global == 2 and c.n_local == 0,
+             f"method '{cfg.method}' compares two views: set crops.n_global=2 and crops.n_local=0 "
+             f"(got {c.n_global} and {c.n_local}).")
+    elif cfg.method == "mae":
+        need(c.n_local == 0, f"method 'mae' uses no local crops: set crops.n_local=0 (got {c.n_local}).")
+        need(0 < cfg.mae.mask_ratio < 1, f"Config key 'mae.mask_ratio' must lie in (0, 1), got {cfg.mae.mask_ratio}.")
     for key, size in (("crops.global_size", c.global_size), ("crops.local_size", c.local_size)):
         need(size > 0 and size % m.patch_size == 0,
              f"Config key '{key}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")

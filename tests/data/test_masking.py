@@ -72,3 +72,21 @@ def test_invalid_arguments():
         sample_ibot_masks(4, (14, 14), mask_probability=1.5)
     with pytest.raises(ValueError, match="ratio_range"):
         sample_ibot_masks(4, (14, 14), ratio_range=(0.5, 0.1))
+
+
+def test_random_masks_hide_the_same_count_per_row_and_are_seeded():
+    import random as _random
+
+    from sslkit.data.masking import sample_random_masks
+
+    a = sample_random_masks(5, 64, 0.75, _random.Random(3))
+    b = sample_random_masks(5, 64, 0.75, _random.Random(3))
+    assert a.dtype == torch.bool and a.shape == (5, 64)
+    assert a.sum(1).tolist() == [48] * 5
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])  # rows differ
+    # Uniform over positions: over many rows each position is hidden ~75 % of the time.
+    many = sample_random_masks(2000, 16, 0.75, _random.Random(0)).float().mean(0)
+    assert (many - 0.75).abs().max() < 0.05
+    with pytest.raises(ValueError, match="mask ratio"):
+        sample_random_masks(1, 16, 1.0, _random.Random(0))

@@ -34,6 +34,8 @@ def test_loss_terms_at_init_and_outputs():
     total = out["dino_loss"] + out["ibot_loss"] + 0.1 * out["koleo_loss"]
     assert out["loss"].item() == pytest.approx(total.item(), rel=1e-6)
     assert 1.0 < out["teacher_entropy"].item() <= math.log(K) + 1e-4
+    # Per-image entropy is at most the entropy of the mean (concavity), and positive.
+    assert 0.0 < out["teacher_sample_entropy"].item() <= out["teacher_entropy"].item() + 1e-5
 
 
 def test_dino_loss_at_init_is_close_to_ln_k():

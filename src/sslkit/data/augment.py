@@ -219,7 +219,7 @@ class MultiCropAugmentation:
          p 1.0 on global 1, p 0.1 on global 2 followed by solarize(0.5) with p ``solarize``,
          p 0.5 on locals;
       5. clamp to [0, 1], normalise with ``mean``/``std``.
-    Global crops beyond the second use global 2's pipeline. Every random draw is
+    Global crops beyond the second use global 2's pipeline. ``blur=False`` turns step 4 off. Every random draw is
     independent per crop, from torch's global generator.
 
     ``channels=1``: saturation, hue and grayscale do not apply to one channel and are
@@ -252,6 +252,7 @@ class MultiCropAugmentation:
         flip: float = 0.5,
         flip_axis: str = "horizontal",
         jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+        blur: bool = True,
     ):
         _check_stats(mean, std, channels, "MultiCropAugmentation")
         if n_global < 1 or n_local < 0:
@@ -284,11 +285,12 @@ class MultiCropAugmentation:
         ]
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        on = 1.0 if blur else 0.0
         self.groups = [
             _CropGroup(global_size, global_scale,
-                       blur_p=[1.0] + [0.1] * (n_global - 1),
+                       blur_p=[on] + [0.1 * on] * (n_global - 1),
                        solarize_p=[0.0] + [solarize] * (n_global - 1)),
-            _CropGroup(local_size, local_scale, blur_p=[0.5] * n_local, solarize_p=[0.0] * n_local),
+            _CropGroup(local_size, local_scale, blur_p=[0.5 * on] * n_local, solarize_p=[0.0] * n_local),
         ]
 
     def _crops(self, image: torch.Tensor, group: _CropGroup) -> torch.Tensor:

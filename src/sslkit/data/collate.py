@@ -13,18 +13,21 @@ import random
 
 import torch
 
-from sslkit.data.masking import sample_ibot_masks
+from sslkit.data.masking import sample_ibot_masks, sample_random_masks
 
 
 class MultiCropCollate:
     """Collate items ``{"image": {"global": [...], "local": [...]}, "label", "position"}``.
 
     Returns ``global_crops`` (n_g*B, C, G, G), ``local_crops`` (n_l*B, C, L, L) (absent when there
-    are no local crops), ``masks`` (n_g*B, (G/p)²) bool, ``labels`` (B,), ``positions`` (B,).
+    are no local crops), ``masks`` (n_g*B, (G/p)²) bool (iBOT blocks, or MAE's uniform random patches with
+    ``random_mask_ratio`` set), ``labels`` (B,), ``positions`` (B,).
     """
 
     def __init__(self, patch_size: int, mask_probability: float = 0.5,
-                 mask_ratio: tuple[float, float] = (0.1, 0.5), seed: int = 0):
+                 mask_ratio: tuple[float, float] = (0.1, 0.5), seed: int = 0,
+                 random_mask_ratio: float | None = None):
+        self.random_mask_ratio = random_mask_ratio
         self.patch_size = patch_size
         self.mask_probability = mask_probability
         self.mask_ratio = tuple(mask_ratio)
@@ -43,6 +46,10 @@ class MultiCropCollate:
             batch["local_crops"] = torch.stack([it["image"]["local"][i] for i in range(n_local) for it in items])
         grid = (global_crops.shape[-2] // self.patch_size, global_crops.shape[-1] // self.patch_size)
         generator = random.Random(self.seed * 1_000_003 + int(batch["positions"][0]))
-        batch["masks"] = sample_ibot_masks(global_crops.shape[0], grid, mask_probability=self.mask_probability,
-                                           ratio_range=self.mask_ratio, generator=generator)
+        if self.random_mask_ratio is not None:  # MAE: the same number of hidden patches on every crop
+            batch["masks"] = sample_random_masks(global_crops.shape[0], grid[0] * grid[1], self.random_mask_ratio,
+                                                 generator)
+        else:
+            batch["masks"] = sample_ibot_masks(global_crops.shape[0], grid, mask_probability=self.mask_probability,
+                                               ratio_range=self.mask_ratio, generator=generator)
         return batch

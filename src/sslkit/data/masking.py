@@ -19,7 +19,7 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["sample_block_mask", "sample_ibot_masks"]
+__all__ = ["sample_block_mask", "sample_ibot_masks", "sample_random_masks"]
 
 
 class _ScalarRNG(Protocol):  # random.Random or the random module
@@ -149,3 +149,19 @@ def sample_ibot_masks(
     if not masks:
         return torch.zeros(0, n_patches, dtype=torch.bool)
     return torch.stack(masks)
+
+
+def sample_random_masks(n: int, num_patches: int, ratio: float, generator: random.Random) -> torch.Tensor:
+    """MAE masks: (n, num_patches) bool with exactly ``round(ratio * num_patches)`` True per row,
+    chosen uniformly at random (He et al., arXiv 2111.06377, Sec. 3 "random sampling").
+
+    A fixed count per row lets the encoder gather the visible tokens into a dense (n, N_visible, D)
+    batch. At least one patch stays visible and at least one is masked.
+    """
+    if not 0 < ratio < 1:
+        raise ValueError(f"MAE mask ratio must lie strictly between 0 and 1, got {ratio}.")
+    n_masked = min(max(1, round(ratio * num_patches)), num_patches - 1)
+    masks = torch.zeros(n, num_patches, dtype=torch.bool)
+    for row in range(n):
+        masks[row, generator.sample(range(num_patches), n_masked)] = True
+    return masks

@@ -23,7 +23,7 @@ def knn_top1(model: Callable, bank: Dataset, queries: Dataset, num_classes: int,
 
 
 class KNNMonitor(L.Callback):
-    """Log the teacher backbone's kNN accuracy every ``every_n_steps`` steps (0: at the end only)."""
+    """Log the evaluated backbone's (DINOv2: the teacher's) kNN accuracy every ``every_n_steps`` steps (0: at the end only)."""
 
     def __init__(self, bank: Dataset, queries: Dataset, num_classes: int, every_n_steps: int = 0,
                  k: int = 20, temperature: float = 0.07):
@@ -34,7 +34,7 @@ class KNNMonitor(L.Callback):
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Optional[float]:
         if trainer.global_rank != 0:
             return None
-        backbone = pl_module.method.teacher["backbone"]
+        backbone = pl_module.method.eval_backbone
         acc = knn_top1(backbone, self.bank, self.queries, self.num_classes, self.k, self.temperature)
         step = trainer.global_step
         self.history.append((step, acc))

@@ -1,4 +1,4 @@
-"""The Lightning module that drives a joint-embedding method: schedules, optimiser step, EMA.
+"""The Lightning module that drives any pretraining method: schedules, optimiser step, EMA.
 
 No math of its own: the method's ``forward`` returns a dict of named tensors (``loss`` first), the
 schedules are pure functions of the iteration, and this module only applies them in the right
@@ -13,15 +13,15 @@ import time
 
 import lightning as L
 import torch
-from torch import nn
 
 from sslkit.engine.schedules import DINOv2Schedules
+from sslkit.methods.base import SSLMethod
 
 
 class PretrainModule(L.LightningModule):
-    """Wraps a method (``nn.Module`` with ``student``, ``update_teacher`` and ``forward(batch, teacher_temp)``)."""
+    """Wraps an :class:`~sslkit.methods.base.SSLMethod`; logs every scalar of its output dict."""
 
-    def __init__(self, method: nn.Module, schedules: DINOv2Schedules, param_groups: list[dict],
+    def __init__(self, method: SSLMethod, schedules: DINOv2Schedules, param_groups: list[dict],
                  clip_grad: float = 3.0, betas: tuple[float, float] = (0.9, 0.999), run_config: dict | None = None):
         super().__init__()
         self.automatic_optimization = False
@@ -52,7 +52,7 @@ class PretrainModule(L.LightningModule):
         optimizer = self.optimizers()
         self._apply_schedules(optimizer.optimizer, values)
 
-        out = self.method(batch, teacher_temp=values["teacher_temp"])
+        out = self.method(batch, **{name: values[name] for name in self.method.schedule_inputs})
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -68,18 +68,12 @@ class PretrainModule(L.LightningModule):
         self.method.update_teacher(values["momentum"])
 
         now = time.perf_counter()
-        batch_size = batch["global_crops"].shape[0] // max(1, self.method.cfg.n_global)
-        logs = {
-            "train/loss": loss.detach(),
-            "train/dino_loss": out["dino_loss"],
-            "train/ibot_loss": out["ibot_loss"],
-            "train/koleo_loss": out["koleo_loss"],
-            "train/teacher_entropy": out["teacher_entropy"],
-            "schedule/lr": values["lr"],
-            "schedule/wd": values["wd"],
-            "schedule/momentum": values["momentum"],
-            "schedule/teacher_temp": values["teacher_temp"],
-        }
+        batch_size = batch["labels"].shape[0]  # images per device (the collate keeps one label per image)
+        logs = {f"train/{key}": value.detach() for key, value in out.items()
+                 if isinstance(value, torch.Tensor) and value.ndim == 0}
+        logs.update({"schedule/lr": values["lr"], "schedule/wd": values["wd"]})
+        if self.method.has_teacher:
+            logs.update({"schedule/momentum": values["momentum"], "schedule/teacher_temp": values["teacher_temp"]})
         if self._last_time is not None:
             logs["train/images_per_s"] = batch_size * self.trainer.world_size / max(now - self._last_time, 1e-9)
         self._last_time = now

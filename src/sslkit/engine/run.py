@@ -2,13 +2,12 @@
 
 The run directory holds: ``config.yaml`` (resolved), ``metrics.jsonl`` (+ ``metrics.csv``), ``tensorboard/``,
 ``checkpoints/`` (``last.ckpt`` plus periodic ones), ``backbone.safetensors`` + ``backbone.json``
-(the teacher backbone, loadable with ``sslkit.load_backbone``) and ``report.json``.
+(the evaluated backbone — the EMA teacher for DINOv2 — loadable with ``sslkit.load_backbone``) and ``report.json``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -21,22 +20,18 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from sslkit.config import ConfigError, RunConfig, to_dict
-from sslkit.data.augment import EvalTransform, MultiCropAugmentation
-from sslkit.data.collate import MultiCropCollate
+from sslkit.config import RunConfig, to_dict
+from sslkit.data.augment import EvalTransform
 from sslkit.data.sources import DataSplits, TransformedDataset, open_data
 from sslkit.data.stream import AugmentedStream
+from sslkit.engine.builders import build_backbone, build_method, build_schedules, build_views
 from sslkit.engine.callbacks import KNNMonitor, knn_top1
 from sslkit.engine.data_module import StreamDataModule
 from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after, write_csv
 from sslkit.engine.module import PretrainModule
 from sslkit.engine.param_groups import dinov2_param_groups
-from sslkit.engine.schedules import DINOv2Schedules, lr_peak_from_batch
 from sslkit.eval.features import raw_pixels
-from sslkit.methods.dinov2 import DINOv2, DINOv2LossConfig
 from sslkit.nn.export import save_backbone
-from sslkit.nn.heads import DINOHead
-from sslkit.nn.vit import ViT, build_vit
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -48,54 +43,6 @@ class PretrainResult:
     final_loss: Optional[float]
     knn: dict = field(default_factory=dict)  # name -> top-1 accuracy in [0, 1]
     knn_history: list = field(default_factory=list)
-
-
-def build_backbone(cfg: RunConfig, in_chans: int) -> ViT:
-    m = cfg.model
-    overrides = {"patch_size": m.patch_size, "img_size": cfg.crops.global_size, "in_chans": in_chans,
-                 "num_registers": m.num_registers, "drop_path_rate": m.drop_path_rate,
-                 "layerscale_init": m.layerscale_init}
-    for key in ("embed_dim", "depth", "num_heads"):
-        if getattr(m, key) is not None:
-            overrides[key] = getattr(m, key)
-    return build_vit(m.arch, **overrides)
-
-
-def build_method(cfg: RunConfig, in_chans: int) -> DINOv2:
-    d = cfg.dinov2
-    backbone = build_backbone(cfg, in_chans)
-
-    def head() -> DINOHead:
-        return DINOHead(backbone.embed_dim, d.head_out_dim, hidden_dim=d.head_hidden_dim,
-                        bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_layers, use_bn=d.head_use_bn)
-
-    loss_cfg = DINOv2LossConfig(n_global=cfg.crops.n_global, n_local=cfg.crops.n_local, centering=d.centering,
-                                student_temp=d.student_temp, center_momentum=d.center_momentum,
-                                dino_weight=d.dino_weight, ibot_weight=d.ibot_weight, koleo_weight=d.koleo_weight)
-    return DINOv2(backbone, head(), loss_cfg, ibot_head=head() if d.separate_ibot_head else None)
-
-
-def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> DINOv2Schedules:
-    o, d = cfg.optim, cfg.dinov2
-    total = max(1, int(math.ceil(o.epochs * iters_per_epoch)))
-    try:
-        return _schedules(cfg, total, iters_per_epoch, global_batch)
-    except ValueError as err:  # e.g. a warm-up longer than the run: name the recipe keys
-        raise ConfigError(f"{err} (recipe keys optim.epochs, optim.iters_per_epoch, optim.warmup_epochs, "
-                          f"dinov2.warmup_teacher_temp_epochs, optim.freeze_last_layer_epochs)") from err
-
-
-def _schedules(cfg: RunConfig, total: int, iters_per_epoch: int, global_batch: int) -> DINOv2Schedules:
-    o, d = cfg.optim, cfg.dinov2
-    return DINOv2Schedules(
-        total_iters=total, iters_per_epoch=iters_per_epoch,
-        lr_peak=lr_peak_from_batch(o.base_lr, global_batch), lr_min=o.min_lr, lr_warmup_epochs=o.warmup_epochs,
-        wd_start=o.weight_decay, wd_end=o.weight_decay_end,
-        momentum_start=o.momentum_teacher, momentum_end=o.momentum_teacher_end,
-        teacher_temp_start=d.warmup_teacher_temp, teacher_temp_end=d.teacher_temp,
-        teacher_temp_warmup_epochs=d.warmup_teacher_temp_epochs,
-        freeze_last_layer_epochs=o.freeze_last_layer_epochs,
-    )
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -148,12 +95,8 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         + (f", {data.num_classes} classes" if data.num_classes else ""))
 
     c = cfg.crops
-    augmentation = MultiCropAugmentation(c.global_size, c.local_size, n_global=c.n_global, n_local=c.n_local,
-                                         global_scale=c.global_scale, local_scale=c.local_scale,
-                                         blur_sigma=c.blur_sigma, jitter_strength=c.jitter_strength, mean=data.mean, std=data.std, channels=data.channels)
+    augmentation, collate = build_views(cfg, data.channels, data.mean, data.std)
     stream = AugmentedStream(data.train, augmentation, seed=t.seed)
-    collate = MultiCropCollate(cfg.model.patch_size, mask_probability=cfg.dinov2.mask_probability,
-                               mask_ratio=cfg.dinov2.mask_ratio, seed=t.seed)
 
     ckpt_dir = out / "checkpoints"
     callbacks: list = _progress_bar(t.progress_bar)
@@ -204,7 +147,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
                             "channels": data.channels, "mean": list(data.mean), "std": list(data.std)}
     if trainer.global_rank == 0:
         _write_text_atomic(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    log(f"model: {cfg.model.arch} ({sum(p.numel() for p in method.student['backbone'].parameters()) / 1e6:.2f} M "
+    log(f"method: {cfg.method}; model: {cfg.model.arch} ({sum(p.numel() for p in method.student['backbone'].parameters()) / 1e6:.2f} M "
         f"backbone parameters), {max_steps} steps of global batch {global_batch} "
         f"({c.n_global}×{c.global_size}px + {c.n_local}×{c.local_size}px crops)")
 
@@ -229,8 +172,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         return result
 
     write_csv(out / "metrics.jsonl", out / "metrics.csv")
-    teacher_backbone = method.teacher["backbone"]
-    save_backbone(teacher_backbone, out, mean=data.mean, std=data.std,
+    save_backbone(method.eval_backbone, out, mean=data.mean, std=data.std,
                   extra={"method": cfg.method, "steps": trainer.global_step, "data": cfg.data.source})
 
     if monitor is not None:

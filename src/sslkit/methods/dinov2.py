@@ -19,6 +19,7 @@ from sslkit.functional.dino import dino_loss, softmax_center_teacher, update_cen
 from sslkit.functional.ibot import ibot_patch_loss, mask_token_weights
 from sslkit.functional.koleo import koleo_loss
 from sslkit.functional.sinkhorn import sinkhorn_knopp
+from sslkit.methods.base import SSLMethod
 from sslkit.nn.ema import ema_update_, make_teacher
 from sslkit.nn.heads import DINOHead
 from sslkit.nn.vit import ViT
@@ -38,14 +39,15 @@ class DINOv2LossConfig:
     koleo_weight: float = 0.1
 
 
-class DINOv2(nn.Module):
+class DINOv2(SSLMethod):
     """Student (backbone + heads) and its EMA teacher.
 
     ``forward(batch, teacher_temp)`` takes the crop-major batch of ``sslkit.data.collate``:
     ``global_crops`` (n_g*B, C, G, G), ``local_crops`` (n_l*B, C, L, L) or absent,
     ``masks`` (n_g*B, N) bool over the global crops' patch grid; returns a dict with ``loss``,
     each loss term, ``embedding`` (student CLS of the global crops, detached) and
-    ``teacher_entropy`` (entropy of the teacher's mean CLS prediction; near 0 means collapse).
+    ``teacher_entropy`` (entropy of the teacher's mean CLS prediction; near 0 means collapse to one
+    prototype) and ``teacher_sample_entropy`` (mean entropy per image; near ln K means uniform targets).
     """
 
     def __init__(self, backbone: ViT, dino_head: DINOHead, cfg: DINOv2LossConfig,
@@ -60,6 +62,16 @@ class DINOv2(nn.Module):
         # Centres live here (not in the teacher) so the EMA never touches them.
         self.register_buffer("dino_center", torch.zeros(1, out_dim))
         self.register_buffer("ibot_center", torch.zeros(1, out_dim))
+
+    schedule_inputs = ("teacher_temp",)
+
+    @property
+    def eval_backbone(self) -> ViT:
+        return self.teacher["backbone"]  # the EMA teacher is the model DINOv2 evaluates and ships
+
+    @property
+    def has_teacher(self) -> bool:
+        return True
 
     @property
     def separate_ibot_head(self) -> bool:
@@ -150,13 +162,18 @@ class DINOv2(nn.Module):
 
         loss = cfg.dino_weight * loss_dino + cfg.ibot_weight * loss_ibot + cfg.koleo_weight * loss_koleo
         with torch.no_grad():
-            mean_p = cls_probs.float().mean(0)
+            probs = cls_probs.float()
+            mean_p = probs.mean(0)
             teacher_entropy = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
+            # Mean per-image entropy: near ln K means every target is uniform (the plateau DINO
+            # must leave); near 0 with a high marginal entropy is the healthy state.
+            teacher_sample_entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1).mean()
         return {
             "loss": loss,
             "dino_loss": loss_dino.detach(),
             "ibot_loss": loss_ibot.detach(),
             "koleo_loss": loss_koleo.detach(),
             "teacher_entropy": teacher_entropy,
+            "teacher_sample_entropy": teacher_sample_entropy,
             "embedding": g_cls.detach(),
         }

@@ -1,4 +1,4 @@
-"""Projection heads for self-distillation.
+"""Projection heads: DINO's prototype head and the MLP projector of SimCLR/VICReg.
 
 ``DINOHead`` follows facebookresearch/dinov2 ``dinov2/layers/dino_head.py`` and the spec
 (``specs/dinov2.md`` step 3): h(x) = W_last · normalize(MLP(x)), with W_last weight-normalised
@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.init import trunc_normal_
 from torch.nn.utils.parametrizations import weight_norm
 
-__all__ = ["DINOHead"]
+__all__ = ["DINOHead", "ProjectionMLP"]
 
 
 class DINOHead(nn.Module):
@@ -76,3 +76,34 @@ class DINOHead(nn.Module):
         # loses precision exactly where the prototype similarities are read.
         z = F.normalize(z.float(), p=2.0, dim=-1, eps=1e-6).to(z.dtype)
         return self.last_layer(z)
+
+
+class ProjectionMLP(nn.Module):
+    """The projector of SimCLR and VICReg: [Linear–BatchNorm–ReLU] × (layers − 1) – Linear.
+
+    SimCLR (arXiv 2002.05709, Sec. 2.1 and its v2 code) uses 2 layers and a 128-d output; VICReg
+    (arXiv 2105.04906, Sec. 4.2; facebookresearch/vicreg ``Projector``) uses 3 layers of equal width.
+    The last Linear has a bias and no normalisation after it, as both references.
+
+    Example::
+
+        proj = ProjectionMLP(192, hidden_dim=512, out_dim=128, layers=2)
+        z = proj(torch.randn(8, 192))   # (8, 128)
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, layers: int = 2) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"ProjectionMLP needs layers >= 1, got {layers}.")
+        modules: list[nn.Module] = []
+        width = in_dim
+        for _ in range(layers - 1):
+            modules += [nn.Linear(width, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
+            width = hidden_dim
+        modules.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*modules)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, in_dim) -> (N, out_dim)."""
+        return self.net(x)

@@ -298,6 +298,33 @@ class ViT(VisionTransformer):
             "grid": grid,
         }
 
+    def forward_visible(self, x: torch.Tensor, masks: torch.Tensor) -> dict[str, Any]:
+        """Run the backbone on the visible patches only (the MAE encoder, arXiv 2111.06377 Sec. 3).
+
+        Args:
+            x: (B, C, H, W) images.
+            masks: (B, N) bool, True = hidden; every row must hide the same number of patches.
+
+        Returns:
+            dict with ``cls`` (B, D), ``registers`` (B, R, D), ``patch`` (B, N_visible, D) in the
+            order of the visible positions, ``tokens`` (B, 1 + R + N_visible, D) — all after the
+            final norm — and ``grid``.
+        """
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        tokens = self.prepare_tokens(x)
+        b, _, d = tokens.shape
+        r = self.num_prefix_tokens
+        if masks.shape != (b, tokens.shape[1] - r):
+            raise ValueError(f"masks must have shape (B, N) = {(b, tokens.shape[1] - r)}, got {tuple(masks.shape)}.")
+        n_visible = int((~masks[0]).sum())
+        if not bool(((~masks).sum(1) == n_visible).all()):
+            raise ValueError("forward_visible needs the same number of visible patches in every row of masks.")
+        visible = tokens[:, r:][~masks].reshape(b, n_visible, d)
+        tokens = self.blocks(torch.cat([tokens[:, :r], visible], dim=1))
+        tokens = self.norm(tokens)
+        return {"cls": tokens[:, 0], "registers": tokens[:, 1:r], "patch": tokens[:, r:], "tokens": tokens,
+                "grid": grid}
+
     def forward_head(self, x: dict[str, Any] | torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, D) class-token features; applies ``head`` (identity unless a classifier was added)."""
         if isinstance(x, dict):
