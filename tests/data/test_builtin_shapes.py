@@ -115,3 +115,26 @@ def test_bad_arguments_raise_data_error():
     with pytest.raises(DataError, match="shapes"):
         load_builtin("circles")
     assert load_builtin("shapes", "test", num_samples=5)[4]["image"].shape == (3, 32, 32)
+
+
+def test_background_noise_changes_only_the_background():
+    from sslkit.data.builtin import ShapesDataset
+
+    clean = ShapesDataset("train", num_samples=40, background="noise")
+    noisy = ShapesDataset("train", num_samples=40, background="noise", background_noise=0.03)
+    diffs = []
+    for i in range(40):
+        a, b = clean[i], noisy[i]
+        assert a["label"] == b["label"] and a["rotation"] == b["rotation"]
+        assert torch.equal(a["mask"], b["mask"])
+        inside = a["mask"]
+        # Inside the shape (alpha ~ 1) nothing moves (the rim, 0.5 <= alpha < 1, may by a little).
+        core = torch.nn.functional.max_pool2d((~inside).float()[None, None], 3, 1, 1)[0, 0] == 0
+        assert (a["image"][:, core] - b["image"][:, core]).abs().max() <= 3 / 255 + 1e-6  # anti-aliased alpha < 1
+        diffs.append((b["image"] - a["image"])[:, ~inside].flatten())
+    d = torch.cat(diffs)
+    assert abs(d.std().item() - 0.03) < 0.004  # the requested std (clipping and 8-bit rounding aside)
+    import pytest
+
+    with pytest.raises(Exception, match="background_noise"):
+        ShapesDataset("train", num_samples=4, background_noise=-1.0)

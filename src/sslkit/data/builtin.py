@@ -227,6 +227,10 @@ class ShapesDataset(torch.utils.data.Dataset):
     Backgrounds: ``"texture"`` — a random square crop (side 25–75 % of the short side)
     of one of scikit-image's bundled photos, resized; ``"noise"`` — smooth random colour
     field plus pixel noise; ``"plain"`` — one uniform random colour.
+    ``background_noise`` > 0 adds i.i.d. Gaussian pixel noise of that standard deviation to the
+    background only (then clips to [0, 1]): an irrelevant feature of controllable magnitude. It
+    comes from its own generator, so every other latent and pixel of item ``i`` is the same at
+    every noise level.
 
     Rendering: the shape is rasterised at 4x resolution and box-downsampled into an
     anti-aliasing alpha, composited over the background and quantised to 8 bits.
@@ -260,6 +264,7 @@ class ShapesDataset(torch.utils.data.Dataset):
         transform: Transform | None = None,
         seed: int = 0,
         cache: bool = True,
+        background_noise: float = 0.0,
     ):
         _check_split(split, "ShapesDataset")
         _check_size(size, "ShapesDataset")
@@ -271,6 +276,9 @@ class ShapesDataset(torch.utils.data.Dataset):
             num_samples = 4000 if split == "train" else 1000
         if not isinstance(num_samples, int) or num_samples < 1:
             raise DataError(f"ShapesDataset: num_samples must be a positive integer, got {num_samples!r}.")
+        if not background_noise >= 0:
+            raise DataError(f"ShapesDataset: background_noise must be a standard deviation >= 0, got {background_noise!r}.")
+        self.background_noise = float(background_noise)
         self.split, self.num_samples, self.size = split, num_samples, size
         self.background, self.transform, self.seed, self.cache = background, transform, seed, cache
         self.mean, self.std = self.MEAN_STD[background]
@@ -335,6 +343,10 @@ class ShapesDataset(torch.utils.data.Dataset):
         distance = np.linalg.norm(candidates - local, axis=1)
         far = np.flatnonzero(distance >= _MIN_COLOUR_DISTANCE)
         color = candidates[far[0] if len(far) else int(distance.argmax())].astype(np.float32)
+        if self.background_noise > 0:
+            noise_rng = np.random.default_rng([_STREAM_SALT, self.seed, _SPLIT_STREAM[self.split], index, 1])
+            background = background + self.background_noise * noise_rng.standard_normal(background.shape,
+                                                                                         dtype=np.float32)
         if with_shape:
             a = alpha[:, :, None]
             composite = background * (1 - a) + color * a

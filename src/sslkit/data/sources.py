@@ -62,7 +62,7 @@ def _holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[
 
 
 def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] = None, background: str = "texture",
-              channels="auto",
+              background_noise: float = 0.0, channels="auto",
               stats: str = "dataset", holdout_fraction: float = 0.1, skip_bad_files: bool = False,
               bad_files_log: Optional[Path] = None, seed: int = 0) -> DataSplits:
     """Open ``source`` ('shapes', 'digits', a folder, or a .csv/.txt list) for pretraining."""
@@ -70,6 +70,7 @@ def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] =
         kwargs = {"size": image_size}
         if source == "shapes":
             kwargs["background"] = background
+            kwargs["background_noise"] = background_noise
             if num_samples is not None:
                 kwargs["num_samples"] = num_samples
         if source == "digits" and channels != "auto":

@@ -87,7 +87,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     data: DataSplits = open_data(cfg.data.source, image_size=cfg.data.image_size, num_samples=cfg.data.num_samples,
-                                 background=cfg.data.background,
+                                 background=cfg.data.background, background_noise=cfg.data.background_noise,
                                  channels=cfg.data.channels, stats=cfg.data.stats,
                                  holdout_fraction=cfg.data.holdout_fraction, skip_bad_files=cfg.data.skip_bad_files,
                                  bad_files_log=out / "bad_files.txt", seed=t.seed)
