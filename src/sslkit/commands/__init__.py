@@ -4,4 +4,5 @@ parser default) and ``run(args) -> exit code``. Register a new verb by adding it
 VERBS = [
     "sslkit.commands.pretrain",
     "sslkit.commands.theory",
+    "sslkit.commands.evaluate",
 ]

@@ -1,0 +1,140 @@
+"""`sslkit evaluate`: kNN, linear probe, few-shot, segmentation and representation metrics, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+NAME = "evaluate"
+
+EVALUATE_EPILOG = """models:
+  RUN_DIR                          an sslkit run (backbone.safetensors + backbone.json from `sslkit pretrain`)
+  timm:NAME                        any timm architecture, random init (seed 0); nothing is downloaded
+  timm:NAME@/path/w.safetensors    a timm architecture with weights from a local safetensors file
+  FILE.safetensors                 precomputed features: 'features' [+ 'labels'], or train.features/test.features ...
+
+protocols (--protocols, comma-separated; default knn,linear,rankme):
+  knn            weighted kNN (cosine, softmax(s/T) votes), k in --knn-k, T = --knn-temperature
+  linear         linear probe: every (lr, wd) of the grid is one head of one layer, best on a validation split
+  fewshot        n-shot nearest-centroid episodes, mean ± std
+  segmentation   linear head on patch tokens, mIoU on the 'shapes' foreground masks
+  rankme         RankMe of the test features (+ singular-value spectrum plot)
+  alpha_req      α-ReQ spectral decay of the test features
+  similarity     CKA (linear, RBF, unbiased), mutual kNN and CKNNA between the models
+
+examples:
+  sslkit evaluate runs/tiny-shapes timm:resnet18 --data shapes
+  sslkit evaluate runs/tiny-digits --data digits --protocols knn,linear,fewshot,rankme --pooling cls+mean
+
+output (--out, default runs/evaluate-<data>-<time>):
+  report.json  report.html  knn_accuracy_vs_k.png  linear_probe_sweep.png  singular_value_spectrum.png
+Features are cached (safetensors, keyed by model + data + transform + pooling) in --cache-dir, so running the
+same evaluation again skips the networks.
+"""
+
+
+def _ints(text: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _floats(text: str) -> tuple:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_parser(verbs) -> None:
+    from sslkit.eval.models import POOLINGS
+
+    p = verbs.add_parser("evaluate", help="evaluate frozen features: kNN, linear probe, few-shot, metrics",
+                         description="Evaluate one or more frozen models side by side and write report.json + "
+                                     "report.html.",
+                         epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", metavar="MODEL", help="run directory, timm:NAME[@weights], or features file")
+    p.add_argument("--data", help="'shapes', 'digits', an image folder or a .csv/.txt path list")
+    p.add_argument("--protocols", default="knn,linear,rankme", help="comma-separated protocols (see below)")
+    p.add_argument("--out", help="output directory (default runs/evaluate-<data>-<time>)")
+    p.add_argument("--pooling", default="cls", choices=[x for x in POOLINGS if x != "patch"],
+                   help="features for the image-level protocols (default cls; 'cls+mean' = DINOv2 linear eval)")
+    p.add_argument("--n-last-blocks", type=int, default=1, help="ViTs: concatenate the CLS of the last n blocks")
+    p.add_argument("--image-size", type=int, help="input side (default: the model's training size, else 32 for "
+                                                  "built-in data and 224 for folders)")
+    p.add_argument("--num-samples", type=int, help="training images of the built-in 'shapes' (default 4000)")
+    p.add_argument("--knn-k", type=_ints, default=(10, 20, 100, 200), help="neighbour counts (default 10,20,100,200)")
+    p.add_argument("--knn-temperature", type=float, default=0.07, help="T of the softmax voting (default 0.07)")
+    p.add_argument("--linear-lrs", type=_floats, help="learning-rate grid (default the 13 DINOv2 values 1e-5..0.1)")
+    p.add_argument("--linear-wds", type=_floats, help="weight-decay grid (default 0,1e-4,1e-3)")
+    p.add_argument("--linear-epochs", type=int, default=10, help="probe epochs (default 10; at least 1000 steps)")
+    p.add_argument("--fewshot-shots", type=_ints, default=(1, 5, 10), help="shots per class (default 1,5,10)")
+    p.add_argument("--fewshot-episodes", type=int, default=100, help="episodes per shot count (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split, episodes and heads")
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--cache-dir", help="feature cache (default $SSLKIT_CACHE_DIR or ~/.cache/sslkit/features)")
+    p.add_argument("--no-cache", action="store_true", help="always recompute features")
+    p.set_defaults(run=run)
+
+
+def settings_from_args(args):
+    """EvaluationSettings from parsed arguments (kept separate so tests can check the mapping)."""
+    from sslkit.eval.fewshot import FewShotConfig
+    from sslkit.eval.knn import KNNConfig
+    from sslkit.eval.linear import LinearProbeConfig
+    from sslkit.eval.report import EvaluationSettings
+
+    from sslkit.config import ConfigError
+
+    protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip())
+    linear = {"epochs": args.linear_epochs}
+    if args.linear_lrs:
+        linear["lrs"] = args.linear_lrs
+    if args.linear_wds:
+        linear["weight_decays"] = args.linear_wds
+    data_options = {"num_samples": args.num_samples} if args.num_samples else {}
+    try:
+        return EvaluationSettings(
+            protocols=protocols, pooling=args.pooling, n_last_blocks=args.n_last_blocks, image_size=args.image_size,
+            data_options=data_options, batch_size=args.batch_size, device=args.device, seed=args.seed,
+            cache_dir=False if args.no_cache else (args.cache_dir or True),
+            knn=KNNConfig(ks=args.knn_k, temperature=args.knn_temperature),
+            linear=LinearProbeConfig(**linear),
+            fewshot=FewShotConfig(shots=args.fewshot_shots, episodes=args.fewshot_episodes))
+    except ValueError as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(str(err)) from None
+
+
+def print_table(console, report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"sslkit evaluate · {report['data'].get('source')}")
+    table.add_column("metric")
+    for name in report["table"]["columns"]:
+        table.add_column(name, justify="right")
+    for row in report["table"]["rows"]:
+        table.add_row(row["metric"], *row["values"])
+    console.print(table)
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    from sslkit.eval.report import evaluate, write_report
+
+    console = Console()
+    settings = settings_from_args(args)
+    stem = Path(args.data).name if args.data else "features"
+    out = Path(args.out) if args.out else Path("runs") / f"evaluate-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    console.print(f"[bold]sslkit evaluate[/bold] {len(args.models)} model(s) on {args.data or 'features files'} "
+                  f"({', '.join(settings.protocols)}) → {out}")
+    report = evaluate(args.models, args.data, settings, progress=True, log=console.print)
+    paths = write_report(report, out)
+    print_table(console, report)
+    console.print(f"report: {paths['html']} and {paths['json']}")
+    return 0
