@@ -179,6 +179,10 @@ class MonitorConfig:
     knn_temperature: float = 0.07
     max_bank_size: int = 20000  # training images used as the kNN memory bank
     baselines: bool = True  # also report raw pixels and a random-init backbone at the end
+    # Label-free RankMe / alpha-ReQ / LiDAR of the training embeddings (no extra forward pass):
+    # a window of repr_samples images opens every repr_every_n_steps steps; null turns it off.
+    repr_every_n_steps: Optional[int] = None
+    repr_samples: int = 2048
 
 
 @dataclass

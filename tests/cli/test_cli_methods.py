@@ -14,7 +14,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 TINY = ["data.image_size=16", "crops.global_size=16", "model.embed_dim=64", "model.depth=2", "model.num_heads=2",
         "optim.batch_size=16", "optim.iters_per_epoch=4", "optim.epochs=1", "optim.warmup_epochs=0.5",
         "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=4",
-        "monitor.max_bank_size=300"]
+        "monitor.max_bank_size=300", "monitor.repr_every_n_steps=2", "monitor.repr_samples=32"]
 EXTRA = {"mae": ["mae.decoder_dim=32", "mae.decoder_num_heads=2", "mae.decoder_depth=1"],
          "simclr": ["simclr.projector_hidden_dim=64", "simclr.projector_out_dim=32"],
          "vicreg": ["vicreg.projector_hidden_dim=64", "vicreg.projector_out_dim=64"]}
@@ -33,6 +33,9 @@ def test_one_epoch_from_the_recipe(tmp_path, name):
     assert [r["step"] for r in steps] == [0, 1, 2, 3]
     assert all(math.isfinite(r["train/loss"]) for r in steps)
     assert "schedule/teacher_temp" not in steps[0]  # no teacher, no teacher schedules
+    # Online label-free metrics from the method's embedding: RankMe lies in [1, min(n, d)].
+    rankme = [r["repr/rankme"] for r in rows if "repr/rankme" in r]
+    assert rankme and all(1.0 <= v <= 64.0 for v in rankme)
     report = json.loads((out / "report.json").read_text())
     assert set(report["knn_top1"]) == {"pretrained", "random_init", "raw_pixels"}
     backbone = sslkit.load_backbone(out)

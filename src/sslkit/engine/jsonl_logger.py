@@ -13,7 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from lightning.pytorch.loggers.logger import Logger
@@ -55,11 +55,24 @@ class JSONLLogger(Logger):
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """All records of a ``metrics.jsonl`` file, in order."""
+    """All records of a ``metrics.jsonl`` file, in order.
+
+    A last line cut short by a crash (a killed process mid-write) is dropped; a damaged line
+    anywhere else is an error, because it means the file is not ours or was edited.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"'{path}' line {i + 1} is not JSON; the metrics log is damaged.") from None
+    return records
 
 
 def write_csv(jsonl_path: str | Path, csv_path: str | Path) -> None:
@@ -77,12 +90,15 @@ def write_csv(jsonl_path: str | Path, csv_path: str | Path) -> None:
     os.replace(tmp, csv_path)
 
 
-def truncate_after(path: str | Path, step: int) -> None:
-    """Keep only records with ``step <= step``; written to a temporary file and renamed."""
+def truncate_after(path: str | Path, step: int, keep_at_step: Optional[Callable[[dict], bool]] = None) -> None:
+    """Keep only records with ``step <= step`` (at ``step`` itself only those ``keep_at_step``
+    accepts, if given); written to a temporary file and renamed."""
     path = Path(path)
     if not path.is_file():
         return
-    kept = [r for r in read_metrics(path) if r.get("step") is None or r["step"] <= step]
+    kept = [r for r in read_metrics(path)
+            if r.get("step") is None or r["step"] < step
+            or (r["step"] == step and (keep_at_step is None or keep_at_step(r)))]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(tmp, path)

@@ -17,7 +17,7 @@ from typing import Optional
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from sslkit.config import RunConfig, to_dict
@@ -26,14 +26,15 @@ from sslkit.data.sources import DataSplits, TransformedDataset, open_data
 from sslkit.data.stream import AugmentedStream
 from sslkit.engine.builders import build_backbone, build_method, build_schedules, build_views
 from sslkit.engine.callbacks import KNNMonitor, knn_top1
+from sslkit.engine.checkpoints import LAST_CHECKPOINT, AtomicCheckpointIO, StepCheckpoint, readable_checkpoint
 from sslkit.engine.data_module import StreamDataModule
 from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after, write_csv
+from sslkit.engine.metric_callbacks import RepresentationMonitor
 from sslkit.engine.module import PretrainModule
 from sslkit.engine.param_groups import dinov2_param_groups
 from sslkit.eval.features import raw_pixels
 from sslkit.nn.export import save_backbone
 
-LAST_CHECKPOINT = "last.ckpt"
 
 
 @dataclass
@@ -52,12 +53,18 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def prepare_run_dir(out: Path, resume: bool) -> Optional[Path]:
-    """Check the run directory; return the checkpoint to resume from (or None)."""
-    ckpt = out / "checkpoints" / LAST_CHECKPOINT
+def prepare_run_dir(out: Path, resume: bool, log=print) -> Optional[Path]:
+    """Check the run directory; return the checkpoint to resume from (or None).
+
+    On resume, metrics logged after that checkpoint (by a run that crashed later) are dropped, so
+    the resumed steps are not logged twice.
+    """
     if resume:
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"Cannot resume: '{ckpt}' does not exist; start the run without --resume.")
+        ckpt, step = readable_checkpoint(out / "checkpoints", log=log)
+        # Training rows at the checkpoint's step are logged again by the resumed run; the kNN row
+        # measured at that step is not, so it stays.
+        truncate_after(out / "metrics.jsonl", step,
+                       keep_at_step=lambda record: not any(key.startswith("train/") for key in record))
         return ckpt
     if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise FileExistsError(f"Run directory '{out}' already holds a run; pass --resume to continue it "
@@ -79,7 +86,7 @@ def _progress_bar(enabled: bool):
 def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -> PretrainResult:
     """Pretrain ``cfg.method`` on ``cfg.data.source``; write everything to ``out``."""
     out = Path(out)
-    ckpt = prepare_run_dir(out, resume)
+    ckpt = prepare_run_dir(out, resume, log=log)
     out.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -101,9 +108,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     ckpt_dir = out / "checkpoints"
     callbacks: list = _progress_bar(t.progress_bar)
     if t.checkpoint_every_n_steps > 0:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
-                                         every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=-1,
-                                         save_last=True))
+        callbacks.append(StepCheckpoint(ckpt_dir, t.checkpoint_every_n_steps))
     monitor = None
     eval_tf = EvalTransform(c.global_size, data.mean, data.std)
     if data.queries is not None and data.num_classes:
@@ -116,15 +121,22 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
                              k=cfg.monitor.knn_k, temperature=cfg.monitor.knn_temperature)
         callbacks.append(monitor)
 
+    if cfg.monitor.repr_every_n_steps is not None:
+        # DINOv2's embedding holds every global crop (the LiDAR views); the others return one view.
+        views = c.n_global if cfg.method in ("dinov2", "mae") else 1
+        callbacks.append(RepresentationMonitor(cfg.monitor.repr_every_n_steps, cfg.monitor.repr_samples,
+                                               n_views=views))
+
     jsonl = JSONLLogger(out / "metrics.jsonl")
     loggers = [jsonl, TensorBoardLogger(save_dir=str(out), name="tensorboard", version="")]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer = L.Trainer(
             accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
-            num_nodes=t.num_nodes, max_steps=1, logger=loggers, callbacks=callbacks,
+            num_nodes=t.num_nodes, max_steps=1, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
             log_every_n_steps=t.log_every_n_steps, use_distributed_sampler=False, enable_model_summary=False,
-            enable_checkpointing=t.checkpoint_every_n_steps > 0, enable_progress_bar=t.progress_bar,
+            enable_checkpointing=False,  # StepCheckpoint does it (see engine/checkpoints.py)
+            enable_progress_bar=t.progress_bar,
             deterministic=t.deterministic or None,
         )
     world = trainer.world_size

@@ -1,0 +1,156 @@
+"""Checkpoints that survive crashes: atomic writes, and a resume that skips a damaged newest file.
+
+A checkpoint is written to ``NAME.tmp`` in the same directory, flushed to disk and renamed over
+``NAME`` (``os.replace`` is atomic on POSIX), then the directory entry is flushed. A ``kill -9`` or
+a power cut at any moment leaves either the old file or the new one, never half of one. A full disk
+raises one clear error and removes the partial temporary file.
+
+On resume, ``last.ckpt`` is tried first, then the periodic ``step*.ckpt`` newest first; a file
+that does not load (truncated, corrupt, written by something else) is reported and skipped.
+Loading uses ``torch.load(weights_only=True)``: a checkpoint never runs code when read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
+
+LAST_CHECKPOINT = "last.ckpt"
+_PERIODIC = re.compile(r"^step(\d+)\.ckpt$")
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_atomically(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(err.errno, f"No space left to write checkpoint '{path}'; the previous checkpoints "
+                                     f"are intact. Free disk space, then continue with --resume.") from err
+        raise
+    _fsync_directory(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with :func:`save_atomically` for local files."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)  # remote: Lightning's path
+        save_atomically(checkpoint, path)
+
+
+def candidate_checkpoints(directory: Path) -> list[Path]:
+    """``last.ckpt`` first, then periodic checkpoints, newest step first."""
+    periodic = []
+    for p in directory.glob("step*.ckpt"):
+        m = _PERIODIC.match(p.name)
+        if m:
+            periodic.append((int(m.group(1)), p))
+    ordered = [p for _, p in sorted(periodic, reverse=True)]
+    last = directory / LAST_CHECKPOINT
+    return ([last] if last.is_file() else []) + ordered
+
+
+def readable_checkpoint(directory: Path, log: Callable[[str], None] = print) -> tuple[Path, int]:
+    """The newest checkpoint in ``directory`` that loads, and its global step; damaged ones are named
+    and skipped."""
+    candidates = candidate_checkpoints(directory)
+    if not candidates:
+        raise FileNotFoundError(f"Cannot resume: '{directory}' holds no checkpoint; start the run without --resume.")
+    problems = []
+    for path in candidates:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            step = int(state["global_step"])
+        except Exception as err:  # noqa: BLE001 - any failure to read means "not usable"
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            problems.append(f"'{path.name}' ({reason[:120]})")
+            log(f"checkpoint '{path}' cannot be read ({reason[:120]}); trying an older one")
+            continue
+        return path, step
+    raise FileNotFoundError(f"Cannot resume: no checkpoint in '{directory}' can be read: {'; '.join(problems)}.")
+
+
+class StepCheckpoint(Callback):
+    """Save ``step{N:07d}.ckpt`` every ``every_n_steps`` optimiser steps and point ``last.ckpt`` at it.
+
+    The checkpoint of step N is written when step N + 1 *starts*, not when step N ends: Lightning
+    writes a step's metrics after the ``on_train_batch_end`` callbacks, so a checkpoint saved there
+    and a crash right after it would leave a run whose checkpointed step is missing from
+    ``metrics.jsonl``. The state is the same at both moments (nothing trains in between).
+    ``last.ckpt`` is a hard link to the newest periodic file (a copy where links are not allowed),
+    swapped in atomically. The final state is saved by the caller after ``fit``.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int):
+        if every_n_steps < 1:
+            raise ValueError(f"StepCheckpoint needs every_n_steps >= 1, got {every_n_steps}.")
+        self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
+        self._saved_step: Optional[int] = None
+        self._between_steps = False
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # At batch start Lightning has already counted the new batch as "ready"; a resume from that
+        # state would treat it as a half-done batch and shift the logged step numbers by one.
+        # Record the state of "step N done, step N + 1 not begun", which is what the weights are.
+        if not self._between_steps:
+            return
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        if progress is not None:
+            for counters in (progress["total"], progress["current"]):
+                counters["ready"] = counters["completed"]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every_n_steps or step == self._saved_step:
+            return
+        path = self.dirpath / f"step{step:07d}.ckpt"
+        self._between_steps = True
+        try:
+            trainer.save_checkpoint(path)
+        finally:
+            self._between_steps = False
+        self._saved_step = step
+        if trainer.is_global_zero:
+            link_atomically(path, self.dirpath / LAST_CHECKPOINT)
+
+
+def link_atomically(source: Path, target: Path) -> None:
+    """Make ``target`` a hard link to (or a copy of) ``source``, replacing it atomically."""
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    _fsync_directory(target.parent)
