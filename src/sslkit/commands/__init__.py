@@ -5,4 +5,5 @@ VERBS = [
     "sslkit.commands.pretrain",
     "sslkit.commands.theory",
     "sslkit.commands.evaluate",
+    "sslkit.commands.sae",
 ]
