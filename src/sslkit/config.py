@@ -97,6 +97,9 @@ class DINOv2Config:
     koleo_weight: float = 0.1
     mask_probability: float = 0.5
     mask_ratio: tuple[float, float] = (0.1, 0.5)
+    # Teacher guidance: T*'s crops go through the current EMA teacher's heads (the reference's
+    # behaviour, default) or, with true, through T*'s own frozen heads.
+    guide_frozen_head: bool = False
 
 
 @dataclass
@@ -186,6 +189,31 @@ class MonitorConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of a curriculum: a share of the run with its own crops, augmentations and data.
+
+    Fast DINOv2 (fast-dinov2.md): ``[{fraction: 0.75, global_size: 112, local_size: 48},
+    {fraction: 0.25, noise_patch: 0.5, restart_schedules: true}]``. Noise-robust DINOv2
+    (noisy-dinov2.md): a first stage on ``data: DENOISED_COPY``, a second on the noisy data.
+    Unset keys fall back to the run's ``crops`` / ``data.source``.
+    """
+
+    fraction: float = 1.0  # share of the run's steps; the fractions of a curriculum sum to 1
+    global_size: Optional[int] = None
+    local_size: Optional[int] = None
+    noise_patch: float = 0.0  # Gaussian noise patching: max noise std s_max (0: off)
+    noise_patch_blur: bool = False  # the patch-wise Gaussian blur variant instead of noise
+    lowpass_cutoff: Optional[float] = None  # Fourier low-pass, fraction of Nyquist (null: off)
+    restart_schedules: bool = False  # lr/wd/EMA/teacher-temp restart as a fresh run of this length
+    data: Optional[str] = None  # another source for this stage (e.g. a denoised copy)
+    # Teacher guidance (noisy-dinov2.md step 5): weight λ of the extra DINO + iBOT terms against a
+    # frozen copy of the teacher taken when this stage starts, fed the denoised twins of the crops
+    # from `paired_data` (a copy aligned image by image with this stage's data). 0: off.
+    teacher_guidance: float = 0.0
+    paired_data: Optional[str] = None
+
+
+@dataclass
 class RunConfig:
     """One pretraining run."""
 
@@ -200,6 +228,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    curriculum: list[StageConfig] = field(default_factory=list)  # empty: one stage, the crops above
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +323,13 @@ def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = from_dict(tp, value, prefix=full + ".")
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            if value is None:
+                value = []
+            if not isinstance(value, list):
+                raise ConfigError(f"Config key '{full}' must be a list of mappings, got {value!r}.")
+            kwargs[key] = [from_dict(typing.get_args(tp)[0], item, prefix=f"{full}[{i}].")
+                           for i, item in enumerate(value)]
         else:
             kwargs[key] = _coerce(value, tp, full)
     return cls(**kwargs)
@@ -303,7 +339,7 @@ def to_dict(cfg: Any) -> dict:
     """Plain nested dict (tuples as lists) for YAML and checkpoints."""
 
     def plain(v: Any) -> Any:
-        if isinstance(v, tuple):
+        if isinstance(v, (tuple, list)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
@@ -409,5 +445,24 @@ def validate(cfg: RunConfig) -> None:
     need(0 <= cfg.data.holdout_fraction < 1,
          f"Config key 'data.holdout_fraction' must lie in [0, 1), got {cfg.data.holdout_fraction}.")
     need(cfg.data.channels in ("auto", 1, 3), f"Config key 'data.channels' must be 'auto', 1 or 3, got {cfg.data.channels!r}.")
+    if cfg.curriculum:
+        total = sum(stage.fraction for stage in cfg.curriculum)
+        need(abs(total - 1.0) < 1e-6, f"Config key 'curriculum': the stage fractions must sum to 1, got {total:g}.")
+        for i, stage in enumerate(cfg.curriculum):
+            key = f"curriculum[{i}]"
+            need(stage.fraction > 0, f"Config key '{key}.fraction' must be positive, got {stage.fraction}.")
+            for name in ("global_size", "local_size"):
+                size = getattr(stage, name)
+                need(size is None or (size > 0 and size % m.patch_size == 0),
+                     f"Config key '{key}.{name}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")
+            need(stage.noise_patch >= 0, f"Config key '{key}.noise_patch' must be 0 (off) or a positive std, got {stage.noise_patch}.")
+            need(stage.teacher_guidance >= 0, f"Config key '{key}.teacher_guidance' must be >= 0, got {stage.teacher_guidance}.")
+            need(stage.teacher_guidance == 0 or (stage.paired_data is not None and i > 0 and cfg.method == "dinov2"),
+                 f"Config key '{key}.teacher_guidance' needs a DINOv2 stage after the first with "
+                 f"'{key}.paired_data' (the denoised copy aligned with this stage's data).")
+            need(stage.paired_data is None or (stage.noise_patch == 0 and stage.lowpass_cutoff is None),
+                 f"Config key '{key}.paired_data' cannot be combined with noise_patch or lowpass_cutoff.")
+            need(stage.lowpass_cutoff is None or 0 < stage.lowpass_cutoff <= 1,
+                 f"Config key '{key}.lowpass_cutoff' must lie in (0, 1] (a fraction of Nyquist) or be null, got {stage.lowpass_cutoff}.")
     need(cfg.trainer.checkpoint_every_n_steps >= 0,
          f"Config key 'trainer.checkpoint_every_n_steps' must be 0 (off) or positive, got {cfg.trainer.checkpoint_every_n_steps}.")

@@ -53,7 +53,11 @@ class AugmentedStream(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_mix(self.seed + 1, position))
             image = self.transform(item["image"])
-        return {"image": image, "label": int(item.get("label", -1)), "position": position}
+            out = {"image": image, "label": int(item.get("label", -1)), "position": position}
+            if "clean_image" in item:  # a noisy/denoised pair: the same draws crop both alike
+                torch.manual_seed(_mix(self.seed + 1, position))
+                out["clean_global"] = self.transform.global_views(item["clean_image"])
+        return out
 
 
 class StreamSampler(Sampler[int]):
@@ -84,3 +88,31 @@ class StreamSampler(Sampler[int]):
         for step in range(start, self.total_steps):
             first = step * b * w + self.rank * b
             yield from range(first, first + b)
+
+
+class CurriculumStream(Dataset):
+    """A stream whose augmentation (and data) change with the stream position: one
+    :class:`AugmentedStream` per curriculum stage, stage ``k`` serving positions
+    ``[starts[k], starts[k+1])``.
+
+    Because the stage is a function of the position, a resumed run (or a DataLoader worker) serves
+    exactly the crops the uninterrupted run would have, on either side of a stage boundary.
+    """
+
+    def __init__(self, streams: list[AugmentedStream], starts: list[int]):
+        if len(streams) != len(starts) or not streams or starts[0] != 0 or sorted(starts) != list(starts):
+            raise ValueError("CurriculumStream needs one stream per stage and increasing start positions from 0.")
+        self.streams, self.starts = list(streams), list(starts)
+
+    def __len__(self) -> int:
+        return len(self.streams[0])
+
+    def stage_of(self, position: int) -> int:
+        index = 0
+        for k, start in enumerate(self.starts):
+            if position >= start:
+                index = k
+        return index
+
+    def __getitem__(self, position: int) -> dict:
+        return self.streams[self.stage_of(position)][position]

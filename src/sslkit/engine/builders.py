@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 
-from sslkit.config import ConfigError, RunConfig
+from typing import Callable, Optional
+
+from sslkit.config import ConfigError, RunConfig, StageConfig
 from sslkit.data.augment import MultiCropAugmentation
 from sslkit.data.collate import MultiCropCollate
-from sslkit.engine.schedules import DINOv2Schedules, lr_peak_from_batch
+from sslkit.engine.schedules import CurriculumSchedules, DINOv2Schedules, lr_peak_from_batch
 from sslkit.methods.base import SSLMethod
 from sslkit.methods.dinov2 import DINOv2, DINOv2LossConfig
 from sslkit.methods.mae import MAE
@@ -22,9 +24,17 @@ from sslkit.nn.mae_decoder import MAEDecoder
 from sslkit.nn.vit import ViT, build_vit
 
 
+def stages_of(cfg: RunConfig) -> list[StageConfig]:
+    """The curriculum, or one stage covering the whole run."""
+    return list(cfg.curriculum) or [StageConfig()]
+
+
 def build_backbone(cfg: RunConfig, in_chans: int) -> ViT:
     m = cfg.model
-    overrides = {"patch_size": m.patch_size, "img_size": cfg.crops.global_size, "in_chans": in_chans,
+    # The position table is learned on the first stage's grid (fast-dinov2.md: img_size 112 for the
+    # whole run) and interpolated for any other crop size.
+    img_size = stages_of(cfg)[0].global_size or cfg.crops.global_size
+    overrides = {"patch_size": m.patch_size, "img_size": img_size, "in_chans": in_chans,
                  "num_registers": m.num_registers, "drop_path_rate": m.drop_path_rate,
                  "layerscale_init": m.layerscale_init}
     for key in ("embed_dim", "depth", "num_heads"):
@@ -59,17 +69,57 @@ def build_method(cfg: RunConfig, in_chans: int) -> SSLMethod:
     loss_cfg = DINOv2LossConfig(n_global=cfg.crops.n_global, n_local=cfg.crops.n_local, centering=d.centering,
                                 student_temp=d.student_temp, center_momentum=d.center_momentum,
                                 dino_weight=d.dino_weight, ibot_weight=d.ibot_weight, koleo_weight=d.koleo_weight)
-    return DINOv2(backbone, head(), loss_cfg, ibot_head=head() if d.separate_ibot_head else None)
+    guided = any(stage.teacher_guidance > 0 for stage in stages_of(cfg))
+    return DINOv2(backbone, head(), loss_cfg, ibot_head=head() if d.separate_ibot_head else None,
+                  teacher_guidance=guided, frozen_head=d.guide_frozen_head)
 
 
-def build_views(cfg: RunConfig, channels: int, mean, std) -> tuple[MultiCropAugmentation, MultiCropCollate]:
-    """The per-image augmentation and the batch collate (with the method's masks, if any)."""
+def build_augmentation(cfg: RunConfig, channels: int, mean, std,
+                       stage: Optional[StageConfig] = None) -> Callable:
+    """The per-image view maker of one curriculum stage (the run's crops when ``stage`` is None)."""
     c = cfg.crops
+    stage = stage or StageConfig()
     photometric = {} if c.photometric else {"color_jitter": 0.0, "grayscale": 0.0, "solarize": 0.0, "blur": False}
-    augmentation = MultiCropAugmentation(c.global_size, c.local_size, n_global=c.n_global, n_local=c.n_local,
+    augmentation = MultiCropAugmentation(stage.global_size or c.global_size, stage.local_size or c.local_size,
+                                         n_global=c.n_global, n_local=c.n_local,
                                          global_scale=c.global_scale, local_scale=c.local_scale,
                                          blur_sigma=c.blur_sigma, jitter_strength=c.jitter_strength,
                                          mean=mean, std=std, channels=channels, **photometric)
+    before = _before_cropping(stage)
+    if not before:
+        return augmentation
+    return ImageThenViews(before, augmentation)
+
+
+class ImageThenViews:
+    """Apply image-level transforms (noise patching, low-pass) to the whole image, then cut the views."""
+
+    def __init__(self, before: list[Callable], views: Callable):
+        self.before, self.views = before, views
+
+    def __call__(self, image):
+        for transform in self.before:
+            image = transform(image)
+        return self.views(image)
+
+
+def _before_cropping(stage: StageConfig) -> list[Callable]:
+    transforms: list[Callable] = []
+    if stage.lowpass_cutoff is not None and stage.lowpass_cutoff < 1:
+        from sslkit.functional.lowpass import lowpass_fourier
+
+        cutoff = stage.lowpass_cutoff
+        transforms.append(lambda image: lowpass_fourier(image[None], cutoff)[0].clamp(0, 1))
+    if stage.noise_patch > 0:
+        from sslkit.data.noise_patch import noise_patch_transform
+
+        transforms.append(noise_patch_transform(stage.noise_patch, blur=stage.noise_patch_blur))
+    return transforms
+
+
+def build_views(cfg: RunConfig, channels: int, mean, std) -> tuple[MultiCropAugmentation, MultiCropCollate]:
+    """The per-image augmentation (of the first stage) and the batch collate (with the method's masks)."""
+    augmentation = build_augmentation(cfg, channels, mean, std, stages_of(cfg)[0])
     seed = cfg.trainer.seed
     if cfg.method == "mae":
         collate = MultiCropCollate(cfg.model.patch_size, seed=seed, random_mask_ratio=cfg.mae.mask_ratio)
@@ -81,11 +131,34 @@ def build_views(cfg: RunConfig, channels: int, mean, std) -> tuple[MultiCropAugm
     return augmentation, collate
 
 
-def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> DINOv2Schedules:
+def stage_starts(cfg: RunConfig, total_iters: int) -> list[int]:
+    """First iteration of each curriculum stage (cumulative fractions, rounded)."""
+    starts, cumulative = [], 0.0
+    for stage in stages_of(cfg):
+        starts.append(int(round(cumulative * total_iters)))
+        cumulative += stage.fraction
+    return starts
+
+
+def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> CurriculumSchedules:
     """lr warm-up + cosine, weight-decay cosine (every method); EMA momentum, teacher temperature and
-    last-layer freeze (read by DINOv2 only; the others ignore them)."""
+    last-layer freeze (read by DINOv2 only; the others ignore them); per curriculum stage."""
+    total = max(1, int(math.ceil(cfg.optim.epochs * iters_per_epoch)))
+    starts = stage_starts(cfg, total)
+    ends = starts[1:] + [total]
+    stages = []
+    for k, (stage, start, end) in enumerate(zip(stages_of(cfg), starts, ends)):
+        if end <= start:
+            raise ConfigError(f"Config key 'curriculum[{k}].fraction' leaves stage {k} with no step "
+                              f"(the run has {total}); raise the fraction or train longer.")
+        length = end - start if (k > 0 and stage.restart_schedules) else total
+        stages.append((start, _schedules(cfg, length, iters_per_epoch, global_batch),
+                       k > 0 and stage.restart_schedules))
+    return CurriculumSchedules(stages=tuple(stages), total_iters=total)
+
+
+def _schedules(cfg: RunConfig, total: int, iters_per_epoch: int, global_batch: int) -> DINOv2Schedules:
     o, d = cfg.optim, cfg.dinov2
-    total = max(1, int(math.ceil(o.epochs * iters_per_epoch)))
     dino = cfg.method == "dinov2"
     try:
         return DINOv2Schedules(

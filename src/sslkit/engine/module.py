@@ -14,15 +14,16 @@ import time
 import lightning as L
 import torch
 
-from sslkit.engine.schedules import DINOv2Schedules
+from sslkit.engine.schedules import CurriculumSchedules, DINOv2Schedules
 from sslkit.methods.base import SSLMethod
 
 
 class PretrainModule(L.LightningModule):
     """Wraps an :class:`~sslkit.methods.base.SSLMethod`; logs every scalar of its output dict."""
 
-    def __init__(self, method: SSLMethod, schedules: DINOv2Schedules, param_groups: list[dict],
-                 clip_grad: float = 3.0, betas: tuple[float, float] = (0.9, 0.999), run_config: dict | None = None):
+    def __init__(self, method: SSLMethod, schedules: CurriculumSchedules | DINOv2Schedules, param_groups: list[dict],
+                 clip_grad: float = 3.0, betas: tuple[float, float] = (0.9, 0.999), run_config: dict | None = None,
+                 stage_guidance: list[float] | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.method = method
@@ -32,11 +33,23 @@ class PretrainModule(L.LightningModule):
         self.betas = tuple(betas)
         self.run_config = run_config or {}
         self._last_time: float | None = None
+        self.stage_guidance = list(stage_guidance or [])
 
     def configure_optimizers(self):
         groups = [{k: v for k, v in g.items() if k != "names"} for g in self._param_groups]
         # foreach: one multi-tensor kernel per group instead of a loop over tensors (CPU default is the loop).
         return torch.optim.AdamW(groups, lr=0.0, betas=self.betas, foreach=True)
+
+    def _apply_guidance(self, step: int, values: dict) -> None:
+        """Teacher guidance of the current stage; T* is frozen at the first step of a guided stage (a
+        resume from a checkpoint of that step freezes it again from the same teacher)."""
+        if not self.stage_guidance or "stage" not in values:
+            return
+        stage = int(values["stage"])
+        weight = self.stage_guidance[stage]
+        if weight > 0 and step == self.schedules.stages[stage][0]:
+            self.method.freeze_guide()
+        self.method.guidance_weight = weight
 
     def _apply_schedules(self, optimizer, values: dict) -> None:
         for group in optimizer.param_groups:
@@ -50,7 +63,12 @@ class PretrainModule(L.LightningModule):
         step = self.global_step
         values = self.schedules.at(step)
         optimizer = self.optimizers()
+        if isinstance(self.schedules, CurriculumSchedules) and self.schedules.starts_fresh(step):
+            # A stage that restarts its schedules starts from a fresh optimiser, as a new run would
+            # (fast-dinov2.md stage 2). At a resume past this step the saved state is already the new one.
+            optimizer.optimizer.state.clear()
         self._apply_schedules(optimizer.optimizer, values)
+        self._apply_guidance(step, values)
 
         out = self.method(batch, **{name: values[name] for name in self.method.schedule_inputs})
         loss = out["loss"]
@@ -72,6 +90,8 @@ class PretrainModule(L.LightningModule):
         logs = {f"train/{key}": value.detach() for key, value in out.items()
                  if isinstance(value, torch.Tensor) and value.ndim == 0}
         logs.update({"schedule/lr": values["lr"], "schedule/wd": values["wd"]})
+        if "stage" in values:
+            logs["schedule/stage"] = float(values["stage"])
         if self.method.has_teacher:
             logs.update({"schedule/momentum": values["momentum"], "schedule/teacher_temp": values["teacher_temp"]})
         if self._last_time is not None:

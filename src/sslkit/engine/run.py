@@ -20,11 +20,13 @@ import yaml
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from sslkit.config import RunConfig, to_dict
+from sslkit.config import ConfigError, RunConfig, to_dict
 from sslkit.data.augment import EvalTransform
 from sslkit.data.sources import DataSplits, TransformedDataset, open_data
-from sslkit.data.stream import AugmentedStream
-from sslkit.engine.builders import build_backbone, build_method, build_schedules, build_views
+from sslkit.data.paired import PairedDataset
+from sslkit.data.stream import AugmentedStream, CurriculumStream
+from sslkit.engine.builders import (build_augmentation, build_backbone, build_method, build_schedules, build_views,
+                                    stages_of)
 from sslkit.engine.callbacks import KNNMonitor, knn_top1
 from sslkit.engine.checkpoints import LAST_CHECKPOINT, AtomicCheckpointIO, StepCheckpoint, readable_checkpoint
 from sslkit.engine.data_module import StreamDataModule
@@ -51,6 +53,33 @@ def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def build_stream(cfg: RunConfig, data: DataSplits, stage_starts: list[int], global_batch: int, log=print):
+    """The training stream: one augmented stream, or one per curriculum stage switched by position."""
+    streams = []
+    for k, stage in enumerate(stages_of(cfg)):
+        train = data.train
+        if stage.data is not None:
+            other = open_data(stage.data, image_size=cfg.data.image_size, num_samples=cfg.data.num_samples,
+                              background=cfg.data.background, background_noise=cfg.data.background_noise,
+                              channels=cfg.data.channels, stats=cfg.data.stats, holdout_fraction=0.0,
+                              skip_bad_files=cfg.data.skip_bad_files, seed=cfg.trainer.seed)
+            if other.channels != data.channels:
+                raise ConfigError(f"Config key 'curriculum[{k}].data' = '{stage.data}' has {other.channels} channel(s), "
+                                  f"the run's data has {data.channels}; use the same kind of images in every stage.")
+            train = other.train
+            log(f"stage {k}: data {other.description}")
+        if stage.paired_data is not None:
+            twin = open_data(stage.paired_data, image_size=cfg.data.image_size, channels=cfg.data.channels,
+                             stats=cfg.data.stats, holdout_fraction=0.0, skip_bad_files=False, seed=cfg.trainer.seed)
+            train = PairedDataset(train, twin.train)
+            log(f"stage {k}: paired with {twin.description}")
+        augmentation = build_augmentation(cfg, data.channels, data.mean, data.std, stage)
+        streams.append(AugmentedStream(train, augmentation, seed=cfg.trainer.seed))
+    if len(streams) == 1:
+        return streams[0]
+    return CurriculumStream(streams, [start * global_batch for start in stage_starts])
 
 
 def prepare_run_dir(out: Path, resume: bool, log=print) -> Optional[Path]:
@@ -102,8 +131,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         + (f", {data.num_classes} classes" if data.num_classes else ""))
 
     c = cfg.crops
-    augmentation, collate = build_views(cfg, data.channels, data.mean, data.std)
-    stream = AugmentedStream(data.train, augmentation, seed=t.seed)
+    _, collate = build_views(cfg, data.channels, data.mean, data.std)
 
     ckpt_dir = out / "checkpoints"
     callbacks: list = _progress_bar(t.progress_bar)
@@ -143,13 +171,15 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     global_batch = cfg.optim.batch_size * world
     iters_per_epoch = cfg.optim.iters_per_epoch or max(1, len(data.train) // global_batch)
     schedules = build_schedules(cfg, iters_per_epoch, global_batch)
+    stream = build_stream(cfg, data, [start for start, _, _ in schedules.stages], global_batch, log)
     max_steps = min(schedules.total_iters, t.max_steps) if t.max_steps else schedules.total_iters
     trainer.fit_loop.epoch_loop.max_steps = max_steps  # known only once the world size is
 
     method = build_method(cfg, data.channels)
     module = PretrainModule(method, schedules, dinov2_param_groups(method.student, cfg.optim.layer_decay,
                                                                    cfg.optim.patch_embed_lr_mult),
-                            clip_grad=cfg.optim.clip_grad, betas=cfg.optim.betas, run_config=to_dict(cfg))
+                            clip_grad=cfg.optim.clip_grad, betas=cfg.optim.betas, run_config=to_dict(cfg),
+                            stage_guidance=[stage.teacher_guidance for stage in stages_of(cfg)])
     datamodule = StreamDataModule(stream, collate, cfg.optim.batch_size, max_steps,
                                   num_workers=cfg.data.num_workers, seed=t.seed)
 

@@ -186,3 +186,43 @@ class DINOv2Schedules:
             ),
             "last_layer_lr_multiplier": 0.0 if it < self.freeze_last_layer_iters else 1.0,
         }
+
+
+@dataclass(frozen=True)
+class CurriculumSchedules:
+    """Schedules of a run split into stages; ``at(it)`` adds the stage index as ``"stage"``.
+
+    ``stages`` is a list of ``(start_iter, schedules, restart)``, ordered by ``start_iter`` (the first
+    at 0). A stage with ``restart`` evaluates its own ``schedules`` (built for that stage's length) at
+    ``it - start_iter``, as a fresh run would (the fast-DINOv2 stage 2 and the denoised→noisy
+    switch: lr warm-up again, EMA momentum and teacher temperature from their start values). A stage
+    without it continues the whole-run schedules of stage 0 at ``it``.
+    """
+
+    stages: tuple
+    total_iters: int
+
+    def stage_at(self, it: int) -> int:
+        index = 0
+        for k, (start, _, _) in enumerate(self.stages):
+            if it >= start:
+                index = k
+        return index
+
+    def starts_fresh(self, it: int) -> bool:
+        """True at the first iteration of a stage that restarts its schedules (reset the optimiser)."""
+        k = self.stage_at(it)
+        start, _, restart = self.stages[k]
+        return bool(restart) and k > 0 and it == start
+
+    @property
+    def lr_peak(self) -> float:
+        return self.stages[0][1].lr_peak
+
+    def at(self, it: int) -> dict[str, float]:
+        _check_iteration(it)
+        k = self.stage_at(it)
+        start, schedules, restart = self.stages[k]
+        values = schedules.at(it - start) if restart else self.stages[0][1].at(it)
+        values["stage"] = k
+        return values
