@@ -327,6 +327,12 @@ class MultiCropAugmentation:
         x = _on_subset(x, solar.tolist(), _solarize)
         return (x.clamp_(0.0, 1.0) - self.mean) / self.std
 
+    def global_views(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The global crops only. Their random draws come first in :meth:`__call__`, so under the same
+        RNG state they equal ``self(image)["global"]`` — which pairs the crops of a noisy image and
+        its denoised copy (noisy-dinov2.md step 5: shared crop box, flip, jitter, blur, solarize)."""
+        return list(self._crops(image.float(), self.groups[0]).unbind(0))
+
     def __call__(self, image: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         if image.ndim != 3 or image.shape[0] != self.channels:
             raise DataError(
@@ -335,7 +341,7 @@ class MultiCropAugmentation:
             )
         image = image.float()
         global_group, local_group = self.groups
-        views = {"global": list(self._crops(image, global_group).unbind(0)), "local": []}
+        views = {"global": self.global_views(image), "local": []}
         if self.n_local:
             views["local"] = list(self._crops(image, local_group).unbind(0))
         return views

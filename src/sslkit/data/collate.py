@@ -42,6 +42,8 @@ class MultiCropCollate:
             "labels": torch.as_tensor([int(it.get("label", -1)) for it in items], dtype=torch.long),
             "positions": torch.as_tensor([int(it.get("position", 0)) for it in items], dtype=torch.long),
         }
+        if "clean_global" in items[0]:  # denoised twins of the global crops (teacher guidance)
+            batch["clean_global_crops"] = torch.stack([it["clean_global"][i] for i in range(n_global) for it in items])
         if n_local:
             batch["local_crops"] = torch.stack([it["image"]["local"][i] for i in range(n_local) for it in items])
         grid = (global_crops.shape[-2] // self.patch_size, global_crops.shape[-1] // self.patch_size)

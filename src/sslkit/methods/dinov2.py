@@ -51,7 +51,7 @@ class DINOv2(SSLMethod):
     """
 
     def __init__(self, backbone: ViT, dino_head: DINOHead, cfg: DINOv2LossConfig,
-                 ibot_head: DINOHead | None = None):
+                 ibot_head: DINOHead | None = None, teacher_guidance: bool = False, frozen_head: bool = False):
         super().__init__()
         self.cfg = cfg
         self.student = nn.ModuleDict({"backbone": backbone, "dino_head": dino_head})
@@ -62,6 +62,15 @@ class DINOv2(SSLMethod):
         # Centres live here (not in the teacher) so the EMA never touches them.
         self.register_buffer("dino_center", torch.zeros(1, out_dim))
         self.register_buffer("ibot_center", torch.zeros(1, out_dim))
+        # Teacher guidance (noisy-dinov2.md step 5, "NCT"): a frozen copy T* of the EMA teacher, taken
+        # by `freeze_guide()` at the end of the denoised stage, sees the denoised twins of the student's
+        # noisy global crops. It exists from the start so checkpoints always hold the same tensors.
+        self.guidance_weight = 0.0
+        self.frozen_head = frozen_head
+        if teacher_guidance:
+            self.guide = make_teacher(self.student)
+            self.register_buffer("guide_dino_center", torch.zeros(1, out_dim))
+            self.register_buffer("guide_ibot_center", torch.zeros(1, out_dim))
 
     schedule_inputs = ("teacher_temp",)
 
@@ -80,6 +89,8 @@ class DINOv2(SSLMethod):
     def train(self, mode: bool = True) -> "DINOv2":
         super().train(mode)
         self.teacher.eval()  # the teacher always runs in eval mode (no drop-path) ...
+        if hasattr(self, "guide"):
+            self.guide.eval()
         for module in self.teacher.modules():
             # ... except BatchNorm in a `use_bn` head: its running statistics are buffers the EMA
             # never averages, so the teacher normalises with batch statistics, like the student.
@@ -91,21 +102,40 @@ class DINOv2(SSLMethod):
     def update_teacher(self, momentum: float) -> None:
         ema_update_(self.teacher, self.student, momentum)
 
+    @torch.no_grad()
+    def freeze_guide(self) -> None:
+        """T* := the current EMA teacher, with its centres (which keep their own EMA from T*'s outputs)."""
+        if not hasattr(self, "guide"):
+            raise RuntimeError("This DINOv2 was built without teacher_guidance=True; there is no guide to freeze.")
+        self.guide.load_state_dict(self.teacher.state_dict())
+        self.guide_dino_center.copy_(self.dino_center)
+        self.guide_ibot_center.copy_(self.ibot_center)
+
     # ------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _teacher_targets(self, global_crops: torch.Tensor, mask_flat: torch.Tensor, teacher_temp: float):
-        """Teacher CLS probabilities (n_g*B, K) and masked-patch probabilities (M, K)."""
-        feats = self.teacher["backbone"].forward_features(global_crops)
+    def _teacher_targets(self, global_crops: torch.Tensor, mask_flat: torch.Tensor, teacher_temp: float,
+                         guide: bool = False):
+        """Teacher CLS probabilities (n_g*B, K) and masked-patch probabilities (M, K).
+
+        ``guide=True``: the frozen T* backbone on the denoised crops, through the *current EMA
+        teacher's* heads (the reference quirk, the spec default) or T*'s own heads with
+        ``frozen_head``, centred with T*'s centres.
+        """
+        backbone = self.guide["backbone"] if guide else self.teacher["backbone"]
+        heads = self.guide if (guide and self.frozen_head) else self.teacher
+        centers = ("guide_dino_center", "guide_ibot_center") if guide else ("dino_center", "ibot_center")
+        feats = backbone.forward_features(global_crops)
         cls, patch = feats["cls"], feats["patch"]
         masked_patch = patch.flatten(0, 1)[mask_flat]  # (M, D), same order as the student's
         n_cls = cls.shape[0]
         if self.separate_ibot_head:
-            cls_logits = self.teacher["dino_head"](cls)
-            patch_logits = self.teacher["ibot_head"](masked_patch)
+            cls_logits = heads["dino_head"](cls)
+            patch_logits = heads["ibot_head"](masked_patch)
         else:
-            logits = self.teacher["dino_head"](torch.cat([cls, masked_patch]))
+            logits = heads["dino_head"](torch.cat([cls, masked_patch]))
             cls_logits, patch_logits = logits[:n_cls], logits[n_cls:]
+        dino_center, ibot_center = getattr(self, centers[0]), getattr(self, centers[1])
 
         # Both calls run on every worker at every step, even with zero masked tokens here: they
         # all-reduce under DDP, and a worker that skipped them would hang the others.
@@ -115,12 +145,12 @@ class DINOv2(SSLMethod):
         else:
             # The new centres are computed first so the softmax may reuse the logits' memory; the
             # targets still use the old centres, as the reference.
-            new_dino_center = update_center(self.dino_center, cls_logits, self.cfg.center_momentum)
-            new_ibot_center = update_center(self.ibot_center, patch_logits, self.cfg.center_momentum)
-            cls_probs = softmax_center_teacher(cls_logits, self.dino_center, teacher_temp, inplace=True)
-            patch_probs = softmax_center_teacher(patch_logits, self.ibot_center, teacher_temp, inplace=True)
-            self.dino_center.copy_(new_dino_center)
-            self.ibot_center.copy_(new_ibot_center)
+            new_dino_center = update_center(dino_center, cls_logits, self.cfg.center_momentum)
+            new_ibot_center = update_center(ibot_center, patch_logits, self.cfg.center_momentum)
+            cls_probs = softmax_center_teacher(cls_logits, dino_center, teacher_temp, inplace=True)
+            patch_probs = softmax_center_teacher(patch_logits, ibot_center, teacher_temp, inplace=True)
+            dino_center.copy_(new_dino_center)
+            ibot_center.copy_(new_ibot_center)
         return cls_probs, patch_probs
 
     def forward(self, batch: dict, teacher_temp: float) -> dict:
@@ -161,6 +191,19 @@ class DINOv2(SSLMethod):
         loss_koleo = sum(koleo_loss(chunk) for chunk in g_cls.chunk(cfg.n_global))
 
         loss = cfg.dino_weight * loss_dino + cfg.ibot_weight * loss_ibot + cfg.koleo_weight * loss_koleo
+        guided = {}
+        if self.guidance_weight > 0:
+            if "clean_global_crops" not in batch:
+                raise ValueError("Teacher guidance needs the denoised twins of the global crops "
+                                 "(batch['clean_global_crops']); give the stage a paired_data source.")
+            g_cls, g_patch = self._teacher_targets(batch["clean_global_crops"], mask_flat, teacher_temp, guide=True)
+            guide_dino = dino_loss(s_global_logits, s_local_logits if has_local else None, g_cls,
+                                   n_global=cfg.n_global, student_temp=cfg.student_temp)
+            guide_ibot = (ibot_patch_loss(s_patch_logits, g_patch, weights, n_global_total, student_temp=cfg.student_temp)
+                          if s_patch_logits.shape[0] > 0 else s_patch_logits.sum() * 0.0)
+            # KoLeo appears only in the first part (spec step 5).
+            loss = loss + self.guidance_weight * (guide_dino + guide_ibot)
+            guided = {"guide_dino_loss": guide_dino.detach(), "guide_ibot_loss": guide_ibot.detach()}
         with torch.no_grad():
             probs = cls_probs.float()
             mean_p = probs.mean(0)
@@ -175,5 +218,6 @@ class DINOv2(SSLMethod):
             "koleo_loss": loss_koleo.detach(),
             "teacher_entropy": teacher_entropy,
             "teacher_sample_entropy": teacher_sample_entropy,
+            **guided,
             "embedding": g_cls.detach(),
         }
