@@ -6,4 +6,5 @@ VERBS = [
     "sslkit.commands.theory",
     "sslkit.commands.evaluate",
     "sslkit.commands.sae",
+    "sslkit.commands.align",
 ]
