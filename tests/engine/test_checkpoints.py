@@ -133,3 +133,31 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if "train/loss" in r]
     assert steps == list(range(20))  # every step once: nothing lost, nothing logged twice
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_the_step_and_terms_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    from sslkit.cli import main
+    from sslkit.methods.dinov2 import DINOv2
+
+    original = DINOv2.forward
+    calls = {"n": 0}
+
+    def poisoned(self, batch, teacher_temp):
+        out = original(self, batch, teacher_temp)
+        calls["n"] += 1
+        if calls["n"] > 5:  # the sixth step (index 5) blows up
+            out["loss"] = out["loss"] * float("nan")
+            out["dino_loss"] = out["dino_loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(DINOv2, "forward", poisoned)
+    out = tmp_path / "run"
+    code = main(["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", str(out), *TINY,
+                 "trainer.checkpoint_every_n_steps=2"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "at step 5" in err and "dino_loss=nan" in err and "last good checkpoint" in err
+    path, step = readable_checkpoint(out / "checkpoints", log=lambda _: None)
+    assert step == 4
+    assert not (out / "backbone.safetensors").exists()

@@ -73,9 +73,12 @@ class PretrainModule(L.LightningModule):
         out = self.method(batch, **{name: values[name] for name in self.method.schedule_inputs})
         loss = out["loss"]
         if not torch.isfinite(loss):
+            terms = ", ".join(f"{key}={value.item():.4g}" for key, value in out.items()
+                              if key != "loss" and isinstance(value, torch.Tensor) and value.ndim == 0)
             raise FloatingPointError(
-                f"The training loss became {loss.item()} at step {step}; lower optim.base_lr, raise "
-                f"optim.warmup_epochs or use precision=32-true, then resume from the last checkpoint.")
+                f"The training loss became {loss.item()} at step {step} ({terms}); the last good checkpoint "
+                f"is kept. Lower optim.base_lr, raise optim.warmup_epochs or use precision=32-true, then "
+                f"resume from the last checkpoint.")
 
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
