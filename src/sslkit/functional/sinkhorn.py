@@ -41,7 +41,8 @@ def sinkhorn_knopp(
     The exponent is shifted by the global maximum logit before ``exp``. That multiplies
     ``Q`` by one constant, which step 1 divides out again, so the result is
     mathematically identical to the reference while ``exp`` cannot overflow (it still
-    underflows to 0 for logits more than ~87 tau_t below the maximum, as float32 does).
+    underflows to 0 for logits more than ~87 tau_t below the maximum, as float32 does; a sample
+    whose every logit underflows gets an all-zero target instead of the reference's NaN).
 
     Under ``torch.distributed`` every worker must call this, even with zero local rows
     (e.g. no masked patches), because the sums are collective; with zero rows on all
@@ -75,13 +76,17 @@ def sinkhorn_knopp(
         )
         q = torch.exp((z - global_max) / teacher_temp).t()  # (K, n_local)
 
+        # A prototype (or sample) whose every exponent underflowed has a zero sum; dividing by it
+        # would turn the whole target into NaN (as in the reference). The clamp keeps it at zero
+        # mass instead and changes nothing else (a non-zero sum is never below `tiny`).
+        tiny = torch.finfo(q.dtype).tiny
         q /= _all_reduce(q.sum().reshape(1))
         for _ in range(n_iterations):
             # Every prototype gets total mass 1/K across all workers' samples.
-            q /= _all_reduce(q.sum(dim=1, keepdim=True))
+            q /= _all_reduce(q.sum(dim=1, keepdim=True)).clamp_min(tiny)
             q /= n_prototypes
             # Every sample gets total mass 1/n (a column lives on one worker only).
-            q /= q.sum(dim=0, keepdim=True)
+            q /= q.sum(dim=0, keepdim=True).clamp_min(tiny)
             q /= n_rows
         q *= n_rows
         return q.t()
