@@ -186,6 +186,9 @@ class MonitorConfig:
     # a window of repr_samples images opens every repr_every_n_steps steps; null turns it off.
     repr_every_n_steps: Optional[int] = None
     repr_samples: int = 2048
+    # Count the FLOPs of a training step once (meta device, a few seconds) and log the running total
+    # as train/flops (DINOv2); the total goes into report.json. `sslkit flops RECIPE` prints it upfront.
+    count_flops: bool = False
 
 
 @dataclass
@@ -203,7 +206,7 @@ class StageConfig:
     local_size: Optional[int] = None
     noise_patch: float = 0.0  # Gaussian noise patching: max noise std s_max (0: off)
     noise_patch_blur: bool = False  # the patch-wise Gaussian blur variant instead of noise
-    lowpass_cutoff: Optional[float] = None  # Fourier low-pass, fraction of Nyquist (null: off)
+    lowpass_cutoff: Optional[float] = None  # Fourier low-pass radius, fraction of the corner frequency (1 or null: off)
     restart_schedules: bool = False  # lr/wd/EMA/teacher-temp restart as a fresh run of this length
     data: Optional[str] = None  # another source for this stage (e.g. a denoised copy)
     # Teacher guidance (noisy-dinov2.md step 5): weight λ of the extra DINO + iBOT terms against a
@@ -463,6 +466,6 @@ def validate(cfg: RunConfig) -> None:
             need(stage.paired_data is None or (stage.noise_patch == 0 and stage.lowpass_cutoff is None),
                  f"Config key '{key}.paired_data' cannot be combined with noise_patch or lowpass_cutoff.")
             need(stage.lowpass_cutoff is None or 0 < stage.lowpass_cutoff <= 1,
-                 f"Config key '{key}.lowpass_cutoff' must lie in (0, 1] (a fraction of Nyquist) or be null, got {stage.lowpass_cutoff}.")
+                 f"Config key '{key}.lowpass_cutoff' must lie in (0, 1] (a fraction of the corner frequency) or be null, got {stage.lowpass_cutoff}.")
     need(cfg.trainer.checkpoint_every_n_steps >= 0,
          f"Config key 'trainer.checkpoint_every_n_steps' must be 0 (off) or positive, got {cfg.trainer.checkpoint_every_n_steps}.")

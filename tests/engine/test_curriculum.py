@@ -76,7 +76,9 @@ TINY = ["data.image_size=16", "crops.global_size=16", "crops.local_size=8", "cro
         "optim.freeze_last_layer_epochs=0.25", "dinov2.warmup_teacher_temp_epochs=0.5",
         "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=2",
         "monitor.max_bank_size=300", "monitor.baselines=false",
-        "curriculum=[{fraction: 0.5, global_size: 8, local_size: 4}, {fraction: 0.5, restart_schedules: true}]"]
+        "monitor.count_flops=true",
+        "curriculum=[{fraction: 0.5, global_size: 8, local_size: 4}, "
+        "{fraction: 0.5, restart_schedules: true, noise_patch: 0.5}]"]
 
 
 @pytest.mark.slow
@@ -87,6 +89,12 @@ def test_curriculum_run_switches_stage_and_resumes_inside_it(tmp_path):
     train = [r for r in rows if "train/loss" in r]
     assert [r["schedule/stage"] for r in train] == [0.0] * 4 + [1.0] * 4
     assert train[4]["schedule/lr"] == 0.0 and train[4]["schedule/teacher_temp"] == pytest.approx(0.04)
+    # FLOPs: a running total, cheaper per step in the low-resolution stage, ending at the planned total.
+    flops = [r["train/flops"] for r in train]
+    steps_cost = [b - a for a, b in zip([0.0] + flops[:-1], flops)]
+    assert steps_cost[0] < 0.5 * steps_cost[-1]
+    report = json.loads((straight / "report.json").read_text())
+    assert flops[-1] == pytest.approx(report["flops"]["total_planned"], rel=1e-9)
     # Stop inside stage 2, resume: the same weights as the uninterrupted run.
     assert main(["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", str(split), *TINY,
                  "trainer.max_steps=6"]) == 0

@@ -7,4 +7,5 @@ VERBS = [
     "sslkit.commands.evaluate",
     "sslkit.commands.sae",
     "sslkit.commands.align",
+    "sslkit.commands.flops",
 ]

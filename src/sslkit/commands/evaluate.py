@@ -22,13 +22,18 @@ protocols (--protocols, comma-separated; default knn,linear,rankme):
   rankme         RankMe of the test features (+ singular-value spectrum plot)
   alpha_req      α-ReQ spectral decay of the test features
   similarity     CKA (linear, RBF, unbiased), mutual kNN and CKNNA between the models
+  robustness     (or --robustness) kNN accuracy on ImageNet-C-style corrupted test images: 17 corruptions x
+                 severities 1-5, mean corruption accuracy, mCE and relative mCE vs a reference model
+                 (the first model, or --reference), heat map robustness_heatmap.png
 
 examples:
   sslkit evaluate runs/tiny-shapes timm:resnet18 --data shapes
   sslkit evaluate runs/tiny-digits --data digits --protocols knn,linear,fewshot,rankme --pooling cls+mean
+  sslkit evaluate runs/fast runs/baseline --data digits --robustness --reference runs/baseline
 
 output (--out, default runs/evaluate-<data>-<time>):
   report.json  report.html  knn_accuracy_vs_k.png  linear_probe_sweep.png  singular_value_spectrum.png
+  robustness_heatmap.png (with --robustness)
 Features are cached (safetensors, keyed by model + data + transform + pooling) in --cache-dir, so running the
 same evaluation again skips the networks.
 """
@@ -72,6 +77,19 @@ def add_parser(verbs) -> None:
     p.add_argument("--linear-epochs", type=int, default=10, help="probe epochs (default 10; at least 1000 steps)")
     p.add_argument("--fewshot-shots", type=_ints, default=(1, 5, 10), help="shots per class (default 1,5,10)")
     p.add_argument("--fewshot-episodes", type=int, default=100, help="episodes per shot count (default 100)")
+    p.add_argument("--robustness", action="store_true",
+                   help="also run the corruption-robustness protocol (same as adding 'robustness' to --protocols)")
+    p.add_argument("--corruptions", help="comma-separated corruptions or groups (noise, blur, weather, digital); "
+                                         "default all 17")
+    p.add_argument("--severities", type=_ints, default=(1, 2, 3, 4, 5), help="severities (default 1,2,3,4,5)")
+    p.add_argument("--robustness-k", type=int, default=20, help="k of the robustness kNN (default 20)")
+    p.add_argument("--robustness-samples", type=int,
+                   help="corrupt at most this many test images (seeded subsample; default all)")
+    p.add_argument("--robustness-linear", action="store_true",
+                   help="also classify corrupted images with a linear probe trained once on clean features "
+                        "(the --linear-* grid)")
+    p.add_argument("--reference", help="reference model of mCE: one of MODEL as given, or its 0-based index "
+                                       "(default the first)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split, episodes and heads")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
@@ -90,6 +108,8 @@ def settings_from_args(args):
     from sslkit.config import ConfigError
 
     protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip())
+    if getattr(args, "robustness", False) and "robustness" not in protocols:
+        protocols += ("robustness",)
     linear = {"epochs": args.linear_epochs}
     if args.linear_lrs:
         linear["lrs"] = args.linear_lrs
@@ -97,17 +117,35 @@ def settings_from_args(args):
         linear["weight_decays"] = args.linear_wds
     data_options = {"num_samples": args.num_samples} if args.num_samples else {}
     try:
+        robustness = _robustness_config(args)
         return EvaluationSettings(
             protocols=protocols, pooling=args.pooling, n_last_blocks=args.n_last_blocks, image_size=args.image_size,
             data_options=data_options, batch_size=args.batch_size, device=args.device, seed=args.seed,
             cache_dir=False if args.no_cache else (args.cache_dir or True),
             knn=KNNConfig(ks=args.knn_k, temperature=args.knn_temperature),
             linear=LinearProbeConfig(**linear),
-            fewshot=FewShotConfig(shots=args.fewshot_shots, episodes=args.fewshot_episodes))
+            fewshot=FewShotConfig(shots=args.fewshot_shots, episodes=args.fewshot_episodes),
+            robustness=robustness)
     except ValueError as err:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(str(err)) from None
+
+
+def _robustness_config(args):
+    """RobustnessConfig from the --corruptions/--severities/... arguments (group names expand)."""
+    from sslkit.data.corruptions import CORRUPTION_GROUPS, CORRUPTIONS
+    from sslkit.eval.robustness import RobustnessConfig
+
+    names: tuple = tuple(CORRUPTIONS)
+    if getattr(args, "corruptions", None):
+        names = ()
+        for item in (c.strip() for c in args.corruptions.split(",") if c.strip()):
+            names += CORRUPTION_GROUPS.get(item, (item,))
+    return RobustnessConfig(corruptions=names, severities=getattr(args, "severities", (1, 2, 3, 4, 5)),
+                            k=getattr(args, "robustness_k", 20), max_test_samples=getattr(args, "robustness_samples", None),
+                            reference=getattr(args, "reference", None), seed=args.seed,
+                            linear=getattr(args, "robustness_linear", False))
 
 
 def print_table(console, report: dict) -> None:

@@ -104,16 +104,22 @@ class ImageThenViews:
 
 
 def _before_cropping(stage: StageConfig) -> list[Callable]:
+    """Whole-image transforms of a stage, applied before the views are cut. Their random draws come
+    from torch's generator, which the stream seeds per position (resume- and worker-exact)."""
     transforms: list[Callable] = []
     if stage.lowpass_cutoff is not None and stage.lowpass_cutoff < 1:
         from sslkit.functional.lowpass import lowpass_fourier
 
         cutoff = stage.lowpass_cutoff
-        transforms.append(lambda image: lowpass_fourier(image[None], cutoff)[0].clamp(0, 1))
-    if stage.noise_patch > 0:
-        from sslkit.data.noise_patch import noise_patch_transform
+        transforms.append(lambda image: lowpass_fourier(image, cutoff).clamp(0, 1))
+    if stage.noise_patch_blur:
+        from sslkit.data.noise_patch import GaussianBlurPatch
 
-        transforms.append(noise_patch_transform(stage.noise_patch, blur=stage.noise_patch_blur))
+        transforms.append(GaussianBlurPatch())
+    elif stage.noise_patch > 0:
+        from sslkit.data.noise_patch import GaussianNoisePatch
+
+        transforms.append(GaussianNoisePatch(max_scale=stage.noise_patch))
     return transforms
 
 

@@ -23,7 +23,7 @@ class PretrainModule(L.LightningModule):
 
     def __init__(self, method: SSLMethod, schedules: CurriculumSchedules | DINOv2Schedules, param_groups: list[dict],
                  clip_grad: float = 3.0, betas: tuple[float, float] = (0.9, 0.999), run_config: dict | None = None,
-                 stage_guidance: list[float] | None = None):
+                 stage_guidance: list[float] | None = None, flops_plan: dict | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.method = method
@@ -34,6 +34,7 @@ class PretrainModule(L.LightningModule):
         self.run_config = run_config or {}
         self._last_time: float | None = None
         self.stage_guidance = list(stage_guidance or [])
+        self.flops_plan = flops_plan
 
     def configure_optimizers(self):
         groups = [{k: v for k, v in g.items() if k != "names"} for g in self._param_groups]
@@ -95,6 +96,10 @@ class PretrainModule(L.LightningModule):
         logs.update({"schedule/lr": values["lr"], "schedule/wd": values["wd"]})
         if "stage" in values:
             logs["schedule/stage"] = float(values["stage"])
+        if self.flops_plan is not None:  # a function of the step: a resumed run logs the same total
+            from sslkit.engine.flops import cumulative_flops
+
+            logs["train/flops"] = cumulative_flops(self.flops_plan, step + 1)
         if self.method.has_teacher:
             logs.update({"schedule/momentum": values["momentum"], "schedule/teacher_temp": values["teacher_temp"]})
         if self._last_time is not None:

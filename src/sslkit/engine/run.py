@@ -172,6 +172,13 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     iters_per_epoch = cfg.optim.iters_per_epoch or max(1, len(data.train) // global_batch)
     schedules = build_schedules(cfg, iters_per_epoch, global_batch)
     stream = build_stream(cfg, data, [start for start, _, _ in schedules.stages], global_batch, log)
+    flops_plan = None
+    if cfg.monitor.count_flops and cfg.method == "dinov2":
+        from sslkit.engine.flops import recipe_flops
+
+        flops_plan = recipe_flops(cfg, in_chans=data.channels, total_steps=schedules.total_iters)
+        log(f"FLOPs: {flops_plan['total']:.3e} for the whole run "
+            f"({flops_plan['ratio_to_full_resolution']:.2f}x fewer than at full resolution)")
     max_steps = min(schedules.total_iters, t.max_steps) if t.max_steps else schedules.total_iters
     trainer.fit_loop.epoch_loop.max_steps = max_steps  # known only once the world size is
 
@@ -179,7 +186,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     module = PretrainModule(method, schedules, dinov2_param_groups(method.student, cfg.optim.layer_decay,
                                                                    cfg.optim.patch_embed_lr_mult),
                             clip_grad=cfg.optim.clip_grad, betas=cfg.optim.betas, run_config=to_dict(cfg),
-                            stage_guidance=[stage.teacher_guidance for stage in stages_of(cfg)])
+                            stage_guidance=[stage.teacher_guidance for stage in stages_of(cfg)], flops_plan=flops_plan)
     datamodule = StreamDataModule(stream, collate, cfg.optim.batch_size, max_steps,
                                   num_workers=cfg.data.num_workers, seed=t.seed)
 
@@ -228,7 +235,9 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
             result.knn["raw_pixels"] = knn_top1(raw_pixels, monitor.bank, monitor.queries, data.num_classes,
                                                 cfg.monitor.knn_k, cfg.monitor.knn_temperature)
     report = {"run_dir": str(out), "steps": result.steps, "final_loss": result.final_loss,
-              "knn_top1": result.knn, "knn_k": cfg.monitor.knn_k, "knn_history": result.knn_history,
+              "knn_top1": result.knn, "knn_k": cfg.monitor.knn_k,
+              "flops": None if flops_plan is None else {"total_planned": flops_plan["total"],
+                                                        "ratio_to_full_resolution": flops_plan["ratio_to_full_resolution"]}, "knn_history": result.knn_history,
               "data": data.description}
     _write_text_atomic(out / "report.json", json.dumps(report, indent=2))
     return result

@@ -41,6 +41,7 @@ __all__ = [
     "POOLINGS",
     "Encoder",
     "FeatureSet",
+    "ImageCorruption",
     "ModelSpecError",
     "compute_features",
     "default_cache_dir",
@@ -431,7 +432,7 @@ def open_eval_data(data: str, image_size: Optional[int] = None, options: Optiona
     # Default input side: the built-in sets' native 32 px; DINOv2's 224 px centre crop for image folders.
     size = int(image_size or options.pop("image_size", None) or (32 if builtin else 224))
     options.pop("image_size", None)
-    allowed = {"num_samples", "background", "channels", "stats", "holdout_fraction", "seed"}
+    allowed = {"num_samples", "background", "background_noise", "channels", "stats", "holdout_fraction", "seed"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"Unknown data option(s) {unknown}; allowed: {sorted(allowed)}.")
@@ -467,8 +468,10 @@ class _ChannelAdapter:
 class _EvalView(Dataset):
     """Items as (normalised image, label) for the feature pass."""
 
-    def __init__(self, dataset: Dataset, adapter: _ChannelAdapter, transform: Callable):
+    def __init__(self, dataset: Dataset, adapter: _ChannelAdapter, transform: Callable,
+                 corruption: Optional["ImageCorruption"] = None):
         self.dataset, self.adapter, self.transform = dataset, adapter, transform
+        self.corruption = corruption
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -476,7 +479,42 @@ class _EvalView(Dataset):
     def __getitem__(self, index: int):
         item = self.dataset[index]
         label = item.get("label")
-        return self.transform(self.adapter(item["image"])), -1 if label is None else int(label)
+        image = item["image"]
+        if self.corruption is not None:  # on the data's own channels, before resizing and normalising
+            image = self.corruption(image, index)
+        return self.transform(self.adapter(image)), -1 if label is None else int(label)
+
+
+@dataclass(frozen=True)
+class ImageCorruption:
+    """An ImageNet-C-style corruption (``sslkit.data.corruptions``) applied to every evaluation image.
+
+    Image ``i`` is corrupted with a generator seeded from (``seed``, ``i``), so the corrupted set is the same
+    whatever the batch size, worker count or order. ``severity`` 0 is the identity.
+    """
+
+    name: str
+    severity: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from sslkit.data.corruptions import CORRUPTIONS
+
+        if self.name not in CORRUPTIONS:
+            raise ConfigError(f"Unknown corruption {self.name!r}; choose from {sorted(CORRUPTIONS)}.")
+        if not 0 <= int(self.severity) <= 5:
+            raise ConfigError(f"Corruption severity must be 0..5, got {self.severity}.")
+
+    def __call__(self, image: torch.Tensor, index: int) -> torch.Tensor:
+        from sslkit.data.corruptions import corrupt
+
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
+        return corrupt(image.float().clamp(0, 1), self.name, int(self.severity), generator)
+
+    def cache_part(self) -> dict:
+        from sslkit.data.corruptions import CORRUPTIONS_VERSION
+
+        return {"name": self.name, "severity": int(self.severity), "seed": self.seed, "version": CORRUPTIONS_VERSION}
 
 
 # --------------------------------------------------------------------------------------------- features
@@ -594,8 +632,10 @@ def feature_set(spec: ModelLike, data: Union[str, EvalData], split: str = "test"
                 n_last_blocks: int = 1, image_size: Optional[int] = None, data_options: Optional[dict] = None,
                 batch_size: int = 128, num_workers: int = 0, device: str = "cpu",
                 cache_dir: Union[str, os.PathLike, None, bool] = True, progress: bool = False,
-                encoder: Optional[Encoder] = None) -> FeatureSet:
-    """Features of ``spec`` on one split of ``data`` with their provenance (see :func:`compute_features`)."""
+                encoder: Optional[Encoder] = None, corruption: Optional[ImageCorruption] = None) -> FeatureSet:
+    """Features of ``spec`` on one split of ``data`` with their provenance (see :func:`compute_features`).
+
+    ``corruption``: corrupt every image first (robustness evaluation); it is part of the cache key."""
     if pooling not in POOLINGS:
         raise ModelSpecError(f"Unknown pooling {pooling!r}; choose one of {list(POOLINGS)}.")
     if is_features_file(spec):
@@ -636,10 +676,14 @@ def feature_set(spec: ModelLike, data: Union[str, EvalData], split: str = "test"
                  "transform": {"name": "resize-centre-crop", "size": size, "mean": mean, "std": std,
                                "repeat_grey": adapter.repeat},
                  "pooling": pooling, "n_last_blocks": n_last_blocks}
+    if corruption is not None:  # absent otherwise, so clean features keep their existing cache keys
+        key_parts["transform"]["corruption"] = corruption.cache_part()
     key = _cache_key(key_parts)
     info = {"model": encoder.name, "model_kind": encoder.kind, "model_description": encoder.description,
             "data": data.source, "split": split, "pooling": pooling, "n_last_blocks": n_last_blocks,
             "image_size": size, "mean": list(mean), "std": list(std), "cache_key": key}
+    if corruption is not None:
+        info["corruption"] = {"name": corruption.name, "severity": int(corruption.severity), "seed": corruption.seed}
     cache_path = None
     if cache_dir not in (None, False):
         cache_path = (default_cache_dir() if cache_dir is True else Path(cache_dir)) / f"{key}.safetensors"
@@ -649,13 +693,14 @@ def feature_set(spec: ModelLike, data: Union[str, EvalData], split: str = "test"
             info.update(n=int(features.shape[0]), dim=int(features.shape[-1]), cache="hit",
                         cache_file=str(cache_path), seconds=time.perf_counter() - started)
             return FeatureSet(features, labels, info)
-    view = _EvalView(dataset, adapter, transform)
+    view = _EvalView(dataset, adapter, transform, corruption)
     was_training = isinstance(encoder.module, nn.Module) and encoder.module.training
     if isinstance(encoder.module, nn.Module):
         encoder.module.eval()
     try:
         features, labels = _run_encoder(encoder, view, pooling, n_last_blocks, batch_size, num_workers, device,
-                                        progress, f"{encoder.name} · {data.source}/{split}")
+                                        progress, f"{encoder.name} · {data.source}/{split}"
+                                        + (f" · {corruption.name}@{corruption.severity}" if corruption else ""))
     finally:
         if was_training:
             encoder.module.train()

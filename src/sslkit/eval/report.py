@@ -39,14 +39,15 @@ from sslkit.eval.knn import KNNConfig, knn_protocol
 from sslkit.eval.linear import LinearProbeConfig, linear_probe, stratified_split
 from sslkit.eval.models import (EvalData, FeatureSet, encoder_summary, feature_set, is_features_file,
                                 load_encoder, open_eval_data)
+from sslkit.eval.robustness import RobustnessConfig, corruption_errors, resolve_reference, robustness_of_model
 from sslkit.eval.segmentation import SegmentationConfig, load_masks, segmentation_probe
 from sslkit.functional.metrics import alpha_req, cka, cknna, mutual_knn, rankme
 
 __all__ = ["PROTOCOLS", "SUPERVISED", "DEFAULT_PROTOCOLS", "EvaluationSettings", "evaluate", "render_html",
            "summary_table", "write_report"]
 
-PROTOCOLS = ("knn", "linear", "fewshot", "segmentation", "rankme", "alpha_req", "similarity")
-SUPERVISED = ("knn", "linear", "fewshot", "segmentation")
+PROTOCOLS = ("knn", "linear", "fewshot", "segmentation", "rankme", "alpha_req", "similarity", "robustness")
+SUPERVISED = ("knn", "linear", "fewshot", "segmentation", "robustness")
 DEFAULT_PROTOCOLS = ("knn", "linear", "rankme")
 
 
@@ -73,6 +74,7 @@ class EvaluationSettings:
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     rankme_samples: int = 25_600
     rankme_eps: float = 1e-7
     similarity_samples: int = 2000
@@ -207,6 +209,11 @@ def evaluate(models: Sequence[Any], data: Optional[str], settings: Optional[Eval
             raise DataError(f"kNN with k={max(settings.knn.ks)} needs at least {max(settings.knn.ks)} training "
                             f"samples, but the training split of '{data}' has {n_train}; choose smaller k "
                             "(e.g. --knn-k 10,20).")
+        if "robustness" in settings.protocols and "test" not in opened.splits:
+            raise DataError(f"The robustness protocol needs a labelled test split, but data '{data}' has none.")
+        if "robustness" in settings.protocols and n_train < settings.robustness.k:
+            raise DataError(f"Robustness kNN with k={settings.robustness.k} needs at least that many training "
+                            f"samples, but '{data}' has {n_train}; lower the robustness k.")
         if "segmentation" in settings.protocols:
             probe_item = opened.splits["train"][0]
             if "mask" not in probe_item:
@@ -241,6 +248,13 @@ def evaluate(models: Sequence[Any], data: Optional[str], settings: Optional[Eval
             e["name"] = f"{e['name']} [{i + 1}]"
     if "similarity" in settings.protocols:
         report["similarity"] = _similarity(holders, [e["name"] for e in report["models"]], settings)
+    if "robustness" in settings.protocols:
+        ref = resolve_reference(settings.robustness.reference, [e["spec"] for e in report["models"]],
+                                [e["name"] for e in report["models"]])
+        reference = report["models"][ref]["results"]["robustness"]
+        for e in report["models"]:
+            e["results"]["robustness"].update(corruption_errors(e["results"]["robustness"], reference),
+                                              reference=report["models"][ref]["name"])
     report["table"] = summary_table(report)
     report["seconds"] = time.perf_counter() - started
     return report
@@ -271,6 +285,15 @@ def _run_protocol(protocol: str, holder: _ModelFeatures, settings: EvaluationSet
         return {"alpha_req": alpha_req(x), "samples": int(x.shape[0])}
     if protocol == "segmentation":
         return _segmentation(holder, settings, data)
+    if protocol == "robustness":
+        if holder.is_file or data is None:
+            raise DataError("The robustness protocol corrupts images; it cannot run on a features file.")
+        s = settings
+        return robustness_of_model(holder.encoder, data, s.robustness, pooling=s.pooling,
+                                   n_last_blocks=s.n_last_blocks, image_size=s.image_size, batch_size=s.batch_size,
+                                   num_workers=s.num_workers, device=s.device, cache_dir=s.cache_dir,
+                                   knn_temperature=s.knn.temperature, progress=holder.progress,
+                                   train_features=holder.get("train"), linear_config=s.linear)
     train, test = holder.get("train"), holder.get("test")
     if protocol == "knn":
         return knn_protocol(train.features, train.labels, test.features, test.labels, settings.knn).to_dict()
@@ -372,6 +395,24 @@ def summary_table(report: dict) -> dict:
         res = results("alpha_req")
         add("α-ReQ (spectral decay)", [f"{r['alpha_req']:.2f}" if r else "–" for r in res], best=None,
             raw=[r["alpha_req"] if r else None for r in res])
+    if "robustness" in report["protocols"]:
+        res = results("robustness")
+        first = next(r for r in res if r)
+        raw = [r["clean_accuracy"] if r else None for r in res]
+        add(f"robustness: clean kNN top-1 % (k={first['k']}, {first['n_test']} test images)",
+            [_pct(v) for v in raw], raw=raw)
+        raw = [r["mean_corruption_accuracy"] if r else None for r in res]
+        add(f"robustness: mean corruption accuracy % ({len(first['accuracy'])} corruptions × "
+            f"{len(next(iter(first['accuracy'].values())))} severities)", [_pct(v) for v in raw], raw=raw)
+        if "linear" in first:
+            raw = [r["linear"]["clean_accuracy"] if r else None for r in res]
+            add("robustness: clean linear-probe top-1 %", [_pct(v) for v in raw], raw=raw)
+            raw = [r["linear"]["mean_corruption_accuracy"] if r else None for r in res]
+            add("robustness: mean corruption accuracy %, linear probe", [_pct(v) for v in raw], raw=raw)
+        for key, label in (("mce", "mCE"), ("relative_mce", "relative mCE")):
+            raw = [r.get(key) if r else None for r in res]
+            add(f"robustness: {label} % (vs {first.get('reference', 'the first model')}; lower is better)",
+                [_pct(v) for v in raw], best="min", raw=raw)
     dims = []
     for m in models:
         info = next(iter(m.get("features", {}).values()), {})
@@ -405,6 +446,12 @@ def _plots(report: dict) -> dict[str, tuple[str, bytes]]:
     """name -> (caption, PNG bytes) for the protocols that ran."""
     models = report["models"]
     plots: dict[str, tuple[str, bytes]] = {}
+    if "robustness" in report["protocols"]:
+        from sslkit.eval.robustness import robustness_heatmap_png
+
+        plots["robustness_heatmap"] = ("kNN accuracy under each corruption and severity (ImageNet-C style)",
+                                       robustness_heatmap_png([(m["name"], m["results"]["robustness"])
+                                                               for m in models]))
     if "knn" in report["protocols"]:
         def knn_plot(ax):
             for m in models:
