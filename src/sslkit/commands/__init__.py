@@ -8,4 +8,6 @@ VERBS = [
     "sslkit.commands.sae",
     "sslkit.commands.align",
     "sslkit.commands.flops",
+    "sslkit.commands.noise",
+    "sslkit.commands.denoise",
 ]
