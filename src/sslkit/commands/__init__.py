@@ -10,4 +10,6 @@ VERBS = [
     "sslkit.commands.flops",
     "sslkit.commands.noise",
     "sslkit.commands.denoise",
+    "sslkit.commands.grok",
+    "sslkit.commands.taskprior",
 ]
