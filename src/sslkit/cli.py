@@ -7,11 +7,14 @@ import sys
 
 DESCRIPTION = """sslkit: self-supervised learning research, usable.
 
-Pretrain a DINOv2-style ViT on a built-in offline dataset ('shapes', 'digits') or on your own
-images, on a CPU or many GPUs:
+Pretrain a DINOv2-style ViT (or MAE, SimCLR, VICReg) on a built-in offline dataset ('shapes',
+'digits') or on your own images, on a CPU or many GPUs; evaluate it; and analyse models with the
+2025 SSL toolbox. Every verb has its own --help. Examples:
 
   sslkit pretrain --data shapes --recipe recipes/dinov2-tiny.yaml
-  sslkit pretrain --data /path/to/images --recipe recipes/dinov2-vits16.yaml trainer.devices=8 trainer.strategy=ddp
+  sslkit evaluate runs/RUN timm:resnet18 --data shapes
+  sslkit taskprior runs/RUN --data digits
+  sslkit sae train --model smollm2 --layer model.layers.15
 """
 
 

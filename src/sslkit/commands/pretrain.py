@@ -25,8 +25,8 @@ output (--out, default runs/<recipe>-<data>-<time>):
 
 
 def add_parser(verbs) -> None:
-    p = verbs.add_parser("pretrain", help="pretrain a backbone (DINOv2) and export it",
-                         description="Pretrain a DINOv2-style ViT and export its teacher backbone.",
+    p = verbs.add_parser("pretrain", help="pretrain a backbone (DINOv2, MAE, SimCLR, VICReg) and export it",
+                         description="Pretrain a ViT (DINOv2, MAE, SimCLR or VICReg, as the recipe says) and export its backbone.",
                          epilog=PRETRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="'shapes', 'digits', an image folder or a .csv/.txt path list "
                                   "(default: the recipe's data.source)")
