@@ -3,15 +3,15 @@ parser default) and ``run(args) -> exit code``. Register a new verb by adding it
 
 VERBS = [
     "sslkit.commands.pretrain",
-    "sslkit.commands.theory",
-    "sslkit.commands.evaluate",
     "sslkit.commands.sae",
+    "sslkit.commands.evaluate",
+    "sslkit.commands.taskprior",
+    "sslkit.commands.grok",
     "sslkit.commands.align",
-    "sslkit.commands.flops",
+    "sslkit.commands.theory",
     "sslkit.commands.noise",
     "sslkit.commands.denoise",
-    "sslkit.commands.grok",
-    "sslkit.commands.taskprior",
-    "sslkit.commands.ntps",
+    "sslkit.commands.flops",
     "sslkit.commands.ssti",
+    "sslkit.commands.ntps",
 ]
