@@ -30,7 +30,7 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/eval_speed.py [--quick] [--sklearn-fits 20] [--markdown FILE]
 
 ``--quick`` shrinks both problems ~10× for a smoke test. Thread counts are printed; the figures in
-benchmarks/results/eval.md were taken with one thread.
+benchmarks/RESULTS.md were taken with one thread.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """FastDINOv2 parts (arXiv 2507.03779): FLOPs of the 112/48 -> 224/96 curriculum, and the cost of the
 corruption suite and of Gaussian noise patching. Prints a markdown section (figures measured in this run).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fast_dinov2_parts.py > benchmarks/results/fast_dinov2_parts.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fast_dinov2_parts.py (figures go into benchmarks/RESULTS.md)
 """
 
 from __future__ import annotations

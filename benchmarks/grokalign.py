@@ -10,7 +10,7 @@ Printed: per seed, the steps and wall time of both arms and their ratios; the st
 run first fits the training set (train acc >= 0.99), which shows the delayed generalisation.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/grokalign.py`` (about 5-10 min on one quiet core;
-grok.json and grok.png go to ``--out``, default benchmarks/results/grokalign).
+grok.json and grok.png go to ``--out``, default benchmarks/figures).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--out", default="benchmarks/results/grokalign")
+    parser.add_argument("--out", default="benchmarks/figures")
     args = parser.parse_args()
     torch.set_num_threads(1)
 

@@ -24,7 +24,7 @@ picks one ε per data set on validation rows only: the last 20 % of the training
 on 5 % and 10 % of the rest. That ε is drawn in the figure, and its own verdict is printed.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/sae_pam.py`` (about 10 min on one core; figures and
-``sae_pam.json`` go to ``--out``, default benchmarks/results).
+``sae_pam.json`` go to ``--out``, default benchmarks/figures).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--lm-seeds", type=int, default=2)
     parser.add_argument("--lm-layer", default="model.layers.15")
     parser.add_argument("--lm-acts-cache", help="a .safetensors path to keep (or re-use) the captured LM rows")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "figures"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
