@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "figures" / "je_vs_recon"))
     args = parser.parse_args()
     levels = [float(v) for v in args.levels.split(",")]
+    from sslkit.commands.pretrain import quiet_lightning
+
+    quiet_lightning()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for level in levels:
