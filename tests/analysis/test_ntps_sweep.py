@@ -12,23 +12,6 @@ from sslkit.data.errors import DataError
 from sslkit.data.text import TextDataset
 
 
-def tiny_lm(texts, layers: int = 2, hidden: int = 24):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    words = sorted({w for t in texts for w in t.split()})
-    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                        bos_token="<s>", eos_token="<s>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=64, pad_token_id=0)
-    return LlamaForCausalLM(config).eval(), tokenizer
-
-
 def word_dataset(n: int = 60, seed: int = 0) -> TextDataset:
     g = np.random.default_rng(seed)
     words = [f"w{i}" for i in range(15)]
@@ -47,9 +30,9 @@ def test_parse_layers():
 
 
 @pytest.mark.slow  # ~3 s of work, but the first transformers import of a session costs more on a shared CPU
-def test_streaming_statistics_equal_dense_per_sentence_computation():
+def test_streaming_statistics_equal_dense_per_sentence_computation(tiny_causal_lm):
     data = word_dataset()
-    model, tokenizer = tiny_lm(data.texts)
+    model, tokenizer = tiny_causal_lm(data.texts)
     stats, features, layers = collect_ntps_features(model, tokenizer, data, "all", batch_size=7)
     assert layers == [0, 1, 2]
     n, d, c = len(data), 24, 3
@@ -94,9 +77,9 @@ def test_probe_is_sklearn_on_a_held_out_split_and_spearman_is_scipy():
     assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
 
 
-def test_sweep_rows_and_dataset_checks():
+def test_sweep_rows_and_dataset_checks(tiny_causal_lm):
     data = word_dataset(90)
-    model, tokenizer = tiny_lm(data.texts)
+    model, tokenizer = tiny_causal_lm(data.texts)
     sweep = ntps_sweep((model, tokenizer), data, layers="1,2", k_v=0.5)
     assert [r.layer for r in sweep.rows] == [1, 2] and sweep.num_classes == 3
     assert all(0 <= r.ntps <= 1 and r.k_v == max(1, int(0.5 * r.rank_v)) for r in sweep.rows)
@@ -107,9 +90,9 @@ def test_sweep_rows_and_dataset_checks():
         ntps_sweep((model, tokenizer), data, layers="1", k_u=1, k_v=99)
 
 
-def test_bfloat16_model_gives_float32_features_close_to_float32_model():
+def test_bfloat16_model_gives_float32_features_close_to_float32_model(tiny_causal_lm):
     data = word_dataset(40)
-    model, tokenizer = tiny_lm(data.texts)
+    model, tokenizer = tiny_causal_lm(data.texts)
     _, features32, _ = collect_ntps_features(model, tokenizer, data, "-1")
     _, features16, _ = collect_ntps_features(model.to(torch.bfloat16), tokenizer, data, "-1")
     assert features16.dtype == torch.float32

@@ -12,22 +12,10 @@ import torch
 from sslkit.cli import main
 
 
-def write_tiny_lm(directory, texts, *, layers: int = 2, hidden: int = 32, context: int = 64):
+def write_tiny_lm(factory, directory, texts):
     """A randomly initialised 2-layer Llama with a word-level tokenizer, saved like a hub checkpoint."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    words = sorted({w for t in texts for w in t.split()})
-    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                        bos_token="<s>", eos_token="<s>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=context, pad_token_id=0, bos_token_id=2, eos_token_id=2)
-    LlamaForCausalLM(config).save_pretrained(directory)
+    model, tokenizer = factory(texts, hidden=32)
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
@@ -47,7 +35,7 @@ def labelled_texts(n: int = 80, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_causal_lm):
     root = tmp_path_factory.mktemp("ntps_cli")
     rows = labelled_texts()
     data = root / "reviews.csv"
@@ -55,7 +43,7 @@ def tiny(tmp_path_factory):
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])
         writer.writerows(rows)
-    model = write_tiny_lm(root / "tiny-llama", [t for t, _ in rows])
+    model = write_tiny_lm(tiny_causal_lm, root / "tiny-llama", [t for t, _ in rows])
     return root, model, data
 
 
