@@ -219,6 +219,11 @@ class CurriculumSchedules:
     def lr_peak(self) -> float:
         return self.stages[0][1].lr_peak
 
+    @property
+    def lr_warmup_iters(self) -> int:
+        """The first stage's lr warm-up (the whole-run schedules)."""
+        return self.stages[0][1].lr_warmup_iters
+
     def at(self, it: int) -> dict[str, float]:
         _check_iteration(it)
         k = self.stage_at(it)
