@@ -30,7 +30,6 @@ import math
 import os
 import textwrap
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -41,6 +40,7 @@ import torch
 from sslkit.config import ConfigError
 from sslkit.data.errors import DataError
 from sslkit.functional.metrics import cka, cknna, linear_r2, mcc, mutual_knn
+from sslkit.atomic_files import write_bytes_atomic
 
 __all__ = [
     "ALIGNMENT_METRICS",
@@ -616,16 +616,6 @@ def _with_progress(progress: bool, total: int, description: str, work: Callable)
         return work(lambda text: bar.update(task, advance=1, description=text))
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _plots(report: dict) -> dict[str, bytes]:
     plots: dict[str, bytes] = {}
     alignment = report.get("alignment")
@@ -671,8 +661,8 @@ def write_align_report(report: dict, out: str | os.PathLike) -> dict[str, Path]:
     plots = _plots(report)
     for name, png in plots.items():
         paths[name] = out / f"{name}.png"
-        _write_atomic(paths[name], png)
+        write_bytes_atomic(paths[name], png)
     report = dict(report, plots=[f"{name}.png" for name in plots])
     paths["json"] = out / "align.json"
-    _write_atomic(paths["json"], (json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n").encode())
+    write_bytes_atomic(paths["json"], (json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n").encode())
     return paths

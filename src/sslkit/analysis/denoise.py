@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from sslkit.data.errors import DataError
 from sslkit.data.noise import (DENOISE_JSON, copy_relative_paths, psnr, quantize, write_atomic_folder,
@@ -42,6 +42,7 @@ from sslkit.data.noise import (DENOISE_JSON, copy_relative_paths, psnr, quantize
 from sslkit.functional.neighbor2neighbor import (gamma_ramp, lr_factor, neighbor2neighbor_loss,
                                                  neighbor_subsample, sample_neighbor_pairs)
 from sslkit.nn.unet import UNet, UNetConfig
+from sslkit.atomic_files import save_safetensors_with_json
 
 __all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "train_denoiser", "denoise_images", "DenoisedDataset",
            "save_denoiser", "load_denoiser", "apply_denoiser", "DenoisedCopy", "DENOISER_JSON", "DENOISER_WEIGHTS",
@@ -324,18 +325,9 @@ def save_denoiser(model: UNet, directory: str | os.PathLike, extra: dict | None 
     meta = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "save_id": save_id,
             "config": model.config.to_dict(), "extra": extra or {}}
     text = json.dumps(meta, indent=2, allow_nan=False) + "\n"  # serialise before touching the disk
-    tmp_weights = directory / f".{DENOISER_WEIGHTS}.{save_id}.tmp"
-    tmp_json = directory / f".{DENOISER_JSON}.{save_id}.tmp"
-    try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(tensors, str(tmp_weights), metadata={"format": _FORMAT, "save_id": save_id})
-        tmp_json.write_text(text, encoding="utf-8")
-        os.replace(tmp_weights, directory / DENOISER_WEIGHTS)
-        os.replace(tmp_json, directory / DENOISER_JSON)
-    finally:
-        for tmp in (tmp_weights, tmp_json):
-            if tmp.exists():
-                tmp.unlink()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_safetensors_with_json(directory, tensors, DENOISER_WEIGHTS, DENOISER_JSON, text,
+                               metadata={"format": _FORMAT, "save_id": save_id})
     return directory
 
 

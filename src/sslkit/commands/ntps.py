@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
+from sslkit.atomic_files import write_text_atomic
 
 NAME = "ntps"
 
@@ -63,12 +63,6 @@ def _parse_k(text: str | None):
     if 0 < value < 1:
         return value
     raise ConfigError(f"--k {text!r} must be an integer >= 1 or a fraction in (0, 1).")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _csv(sweeps) -> str:
@@ -153,8 +147,8 @@ def run(args) -> int:
     report = {"model": args.model, "order": args.order, "k": args.k, "dtype": args.dtype,
               "max_tokens": args.max_tokens, "spearman_pooled": pooled, "sweeps": [s.to_dict() for s in sweeps],
               "seconds": time.perf_counter() - started}
-    _write_atomic(out / "report.json", json.dumps(report, indent=2, default=float) + "\n")
-    _write_atomic(out / "ntps.csv", _csv(sweeps))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=float) + "\n")
+    write_text_atomic(out / "ntps.csv", _csv(sweeps))
     plot_sweeps(sweeps, out / "ntps.png")
     console.print(f"wrote {out / 'ntps.csv'}, {out / 'report.json'}, {out / 'ntps.png'}")
     return 0

@@ -8,10 +8,9 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import time
-import uuid
 from pathlib import Path
+from sslkit.atomic_files import write_text_atomic
 
 NAME = "sae"
 
@@ -211,12 +210,6 @@ def _split(acts, test_fraction: float, seed: int):
 # ------------------------------------------------------------------------------- outputs
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
@@ -287,10 +280,10 @@ def run_train(args) -> int:
               "seconds": history[-1]["seconds"] if history else 0.0}
     save_sae(model, out, extra={k: report[k] for k in ("config", "source", "standardisation", "train", "test")})
     if history:
-        _write_atomic(out / "history.csv", _csv_text(history))
+        write_text_atomic(out / "history.csv", _csv_text(history))
         plot_training_curves({cfg.trainer: history}, out / "training_curve.png",
                              title=f"SAE {cfg.trainer} on {x_train.shape[0]} rows × {x_train.shape[1]} dims")
-    _write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     table = Table(title="SAE reconstruction (standardised units)")
     for column in ("split", "MSE", "FVU", "L0", "dead latents"):
         table.add_column(column, justify="right")
@@ -344,8 +337,8 @@ def run_compare(args) -> int:
                                        epochs=args.epochs if args.epochs is not None else epochs_for_fraction,
                                        on_run=on_run)
     summary = summarise_curve(rows)
-    _write_atomic(out / "curve.csv", _csv_text(rows))
-    _write_atomic(out / "summary.csv", _csv_text(summary))
+    write_text_atomic(out / "curve.csv", _csv_text(rows))
+    write_text_atomic(out / "summary.csv", _csv_text(summary))
     plot_sample_efficiency(summary, out / "sample_efficiency.png",
                            title=f"SAE sample efficiency ({x_train.shape[1]}-d, m={args.latents}"
                                  + (f", K={args.k})" if args.activation == "topk" else ")"))
@@ -356,7 +349,7 @@ def run_compare(args) -> int:
               "n_test": int(x_test.shape[0]), "dim": int(x_train.shape[1]),
               "configs": {name: dataclasses.asdict(cfg) for name, cfg in configs.items()},
               "summary": summary, "pam_over_adam_tied_test_mse": ratios}
-    _write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     table = Table(title="test MSE (standardised units) against training fraction")
     table.add_column("fraction", justify="right")
     table.add_column("rows", justify="right")

@@ -6,10 +6,9 @@ import argparse
 import html
 import json
 import math
-import os
 import time
-import uuid
 from pathlib import Path
+from sslkit.atomic_files import write_text_atomic
 
 NAME = "taskprior"
 
@@ -191,16 +190,6 @@ def _load_prior_file(path: Path, n: int):
 # --------------------------------------------------------------------------- outputs
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _finite(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -281,7 +270,7 @@ def _merge_into_report(out: Path, payload: dict, study, plots: list[Path]) -> bo
     if not isinstance(report, dict) or "models" not in report:
         return False  # not an evaluation report (e.g. a pretraining run's report.json)
     report["taskprior"] = dict(payload, plots=[p.name for p in plots])
-    _write_atomic(report_json, json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(report_json, json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
     report_html = out / "report.html"
     if report_html.is_file():
         page = report_html.read_text(encoding="utf-8")
@@ -292,7 +281,7 @@ def _merge_into_report(out: Path, payload: dict, study, plots: list[Path]) -> bo
         anchor = anchor if anchor >= 0 else page.find("</body>")
         if anchor >= 0:
             page = page[:anchor] + _html_section(study, plots) + page[anchor:]
-            _write_atomic(report_html, page)
+            write_text_atomic(report_html, page)
     return True
 
 
@@ -353,7 +342,7 @@ def run(args) -> int:
     payload["settings"]["data"] = args.data
     payload["settings"]["split"] = args.split
     payload["seconds"] = time.perf_counter() - started
-    _write_atomic(out / "taskprior.json", json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out / "taskprior.json", json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
     _print_table(console, study)
     merged = _merge_into_report(out, payload, study, plots)
     console.print(f"done in {payload['seconds']:.1f} s: {out / 'taskprior.json'}"

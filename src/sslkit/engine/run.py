@@ -8,7 +8,6 @@ The run directory holds: ``config.yaml`` (resolved), ``metrics.jsonl`` (+ ``metr
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from sslkit.engine.module import PretrainModule
 from sslkit.engine.param_groups import dinov2_param_groups
 from sslkit.eval.features import raw_pixels
 from sslkit.nn.export import save_backbone
+from sslkit.atomic_files import write_text_atomic
 
 
 
@@ -46,13 +46,6 @@ class PretrainResult:
     final_loss: Optional[float]
     knn: dict = field(default_factory=dict)  # name -> top-1 accuracy in [0, 1]
     knn_history: list = field(default_factory=list)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name and rename: a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def build_stream(cfg: RunConfig, data: DataSplits, stage_starts: list[int], global_batch: int, log=print):
@@ -195,7 +188,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
                             "max_steps": max_steps, "global_batch": global_batch, "lr_peak": schedules.lr_peak,
                             "channels": data.channels, "mean": list(data.mean), "std": list(data.std)}
     if trainer.global_rank == 0:
-        _write_text_atomic(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     log(f"method: {cfg.method}; model: {cfg.model.arch} ({sum(p.numel() for p in method.student['backbone'].parameters()) / 1e6:.2f} M "
         f"backbone parameters), {max_steps} steps of global batch {global_batch} "
         f"({c.n_global}×{c.global_size}px + {c.n_local}×{c.local_size}px crops)")
@@ -239,5 +232,5 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
               "flops": None if flops_plan is None else {"total_planned": flops_plan["total"],
                                                         "ratio_to_full_resolution": flops_plan["ratio_to_full_resolution"]}, "knn_history": result.knn_history,
               "data": data.description}
-    _write_text_atomic(out / "report.json", json.dumps(report, indent=2))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2))
     return result

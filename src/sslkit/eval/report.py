@@ -25,7 +25,6 @@ import json
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -42,6 +41,7 @@ from sslkit.eval.models import (EvalData, FeatureSet, encoder_summary, feature_s
 from sslkit.eval.robustness import RobustnessConfig, corruption_errors, resolve_reference, robustness_of_model
 from sslkit.eval.segmentation import SegmentationConfig, load_masks, segmentation_probe
 from sslkit.functional.metrics import alpha_req, cka, cknna, mutual_knn, rankme
+from sslkit.atomic_files import write_bytes_atomic
 
 __all__ = ["PROTOCOLS", "SUPERVISED", "DEFAULT_PROTOCOLS", "EvaluationSettings", "evaluate", "render_html",
            "summary_table", "write_report"]
@@ -594,16 +594,6 @@ sslkit {esc(report['sslkit_version'])} · {esc(report['created'])} · {report.ge
 """
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _json_ready(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -622,10 +612,10 @@ def write_report(report: dict, out: str | os.PathLike) -> dict[str, Path]:
     paths = {}
     for name, (_, png) in plots.items():
         paths[name] = out / f"{name}.png"
-        _write_atomic(paths[name], png)
+        write_bytes_atomic(paths[name], png)
     report = dict(report, plots=[f"{name}.png" for name in plots])
     paths["json"] = out / "report.json"
-    _write_atomic(paths["json"], (json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n").encode())
+    write_bytes_atomic(paths["json"], (json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n").encode())
     paths["html"] = out / "report.html"
-    _write_atomic(paths["html"], render_html(report, plots).encode())
+    write_bytes_atomic(paths["html"], render_html(report, plots).encode())
     return paths

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from sslkit.functional.power_diagram import power_sites, relu_active_set, topk_active_set
+from sslkit.atomic_files import save_safetensors_with_json
 
 __all__ = ["SparseAutoencoder", "TopKSAE", "ReLUSAE", "KMeansAutoencoder", "KMeansLocalPCA",
            "save_sae", "load_sae"]
@@ -333,7 +334,6 @@ _KINDS = {"topk": TopKSAE, "relu": ReLUSAE}
 
 def save_sae(model: SparseAutoencoder, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write ``sae.safetensors`` + ``sae.json`` (kind, constructor config, ``extra``) atomically."""
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -342,17 +342,8 @@ def save_sae(model: SparseAutoencoder, directory: str | os.PathLike, extra: dict
             "config": model.config(), "extra": extra or {}}
     text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    tmp_weights = directory / f".{SAE_WEIGHTS}.{save_id}.tmp"
-    tmp_json = directory / f".{SAE_JSON}.{save_id}.tmp"
-    try:
-        save_file(tensors, str(tmp_weights), metadata={"format": SAE_FORMAT, "save_id": save_id})
-        tmp_json.write_text(text, encoding="utf-8")
-        os.replace(tmp_weights, directory / SAE_WEIGHTS)
-        os.replace(tmp_json, directory / SAE_JSON)
-    finally:
-        for tmp in (tmp_weights, tmp_json):
-            if tmp.exists():
-                tmp.unlink()
+    save_safetensors_with_json(directory, tensors, SAE_WEIGHTS, SAE_JSON, text,
+                               metadata={"format": SAE_FORMAT, "save_id": save_id})
     return directory
 
 
