@@ -101,3 +101,29 @@ def test_curriculum_run_switches_stage_and_resumes_inside_it(tmp_path):
     assert main(["pretrain", "--out", str(split), "--resume", "trainer.max_steps=null"]) == 0
     wa, wb = load_file(straight / "backbone.safetensors"), load_file(split / "backbone.safetensors")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_paired_stage_keeps_a_labelled_folder_and_its_copy_aligned_after_the_holdout(tmp_path):
+    # A labelled noisy folder loses 10 % of its images to the kNN hold-out; its denoised copy (opened
+    # whole) must lose the same ones, so item i of both is the same picture. Here the "copy" is an
+    # exact duplicate, so every pair must match pixel for pixel.
+    import shutil
+
+    from sslkit.data.noise import write_noisy_copy
+    from sslkit.data.sources import open_data
+    from sslkit.engine.run import build_stream
+
+    digits = torch.utils.data.Subset(load_builtin("digits", "train", size=16), range(60))
+    digits.num_classes, digits.class_names, digits.channels = 10, [str(c) for c in range(10)], 1
+    write_noisy_copy(digits, tmp_path / "noisy", kind="gaussian", level=50)
+    shutil.copytree(tmp_path / "noisy", tmp_path / "twin")
+    cfg = cfg_with([{"fraction": 0.5}, {"fraction": 0.5, "teacher_guidance": 1.0, "paired_data": str(tmp_path / "twin")}],
+                   data={"source": str(tmp_path / "noisy"), "image_size": 16})
+    data = open_data(str(tmp_path / "noisy"), image_size=16, holdout_fraction=cfg.data.holdout_fraction, seed=0)
+    assert len(data.train) < 60  # the hold-out happened
+    stream = build_stream(cfg, data, [0, 20], global_batch=4, log=lambda *_: None)
+    paired = stream.streams[1].dataset
+    assert len(paired) == len(data.train)
+    for i in range(len(paired)):
+        item = paired[i]
+        assert torch.equal(item["image"], item["clean_image"]), i

@@ -16,6 +16,7 @@ from typing import Optional
 import lightning as L
 import torch
 import yaml
+from torch.utils.data import Subset
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -66,7 +67,12 @@ def build_stream(cfg: RunConfig, data: DataSplits, stage_starts: list[int], glob
         if stage.paired_data is not None:
             twin = open_data(stage.paired_data, image_size=cfg.data.image_size, channels=cfg.data.channels,
                              stats=cfg.data.stats, holdout_fraction=0.0, skip_bad_files=False, seed=cfg.trainer.seed)
-            train = PairedDataset(train, twin.train)
+            clean = twin.train
+            if isinstance(train, Subset) and len(clean) == len(train.dataset):
+                # The run's data lost its kNN hold-out; the twin (opened whole) loses the same images, so
+                # item i of both is still the same picture.
+                clean = Subset(clean, train.indices)
+            train = PairedDataset(train, clean)
             log(f"stage {k}: paired with {twin.description}")
         augmentation = build_augmentation(cfg, data.channels, data.mean, data.std, stage)
         streams.append(AugmentedStream(train, augmentation, seed=cfg.trainer.seed))
