@@ -46,6 +46,11 @@ def build_backbone(cfg: RunConfig, in_chans: int) -> ViT:
 def build_method(cfg: RunConfig, in_chans: int) -> SSLMethod:
     backbone = build_backbone(cfg, in_chans)
     width = backbone.embed_dim
+    if cfg.method != "dinov2":
+        # Only iBOT feeds masked crops through the backbone (MAE drops its masked patches instead):
+        # a trainable mask token that never gets a gradient makes DDP stop with "parameters that
+        # were not used in producing loss".
+        backbone.mask_token.requires_grad_(False)
     if cfg.method == "mae":
         a = cfg.mae
         decoder = MAEDecoder(width, backbone.patch_size, in_chans, dim=a.decoder_dim, depth=a.decoder_depth,
