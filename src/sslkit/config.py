@@ -163,6 +163,10 @@ class TrainerConfig:
     accelerator: str = "cpu"
     devices: Union[int, str] = 1
     strategy: str = "auto"  # 'ddp', 'fsdp', ...
+    # With strategy=fsdp: full_shard (parameters, gradients and optimiser state sharded), shard_grad_op
+    # (parameters kept whole between forward and backward) or hybrid_shard (sharded within a node,
+    # replicated across nodes). See sslkit.engine.strategy.
+    fsdp_sharding: str = "full_shard"
     precision: str = "32-true"  # e.g. 'bf16-mixed'
     num_nodes: int = 1
     seed: int = 0

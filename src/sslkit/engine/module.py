@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from sslkit.engine.schedules import CurriculumSchedules, DINOv2Schedules
+from sslkit.engine.strategy import clip_grad_norm_, sharding_group
 from sslkit.methods.base import SSLMethod
 
 
@@ -85,7 +86,9 @@ class PretrainModule(L.LightningModule):
         self.manual_backward(loss)
         if self.clip_grad and self.clip_grad > 0:
             for module in self.method.student.values():  # per sub-module, as the reference
-                torch.nn.utils.clip_grad_norm_(module.parameters(), self.clip_grad)
+                # Under FSDP each rank holds a shard of the gradient: the norm is summed over the
+                # sharding group so every rank scales by the same factor (None under DDP: whole grads).
+                clip_grad_norm_(module.parameters(), self.clip_grad, group=sharding_group(module))
         optimizer.step()
         self.method.update_teacher(values["momentum"])
 

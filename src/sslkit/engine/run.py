@@ -34,6 +34,7 @@ from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after, write_csv
 from sslkit.engine.metric_callbacks import RepresentationMonitor
 from sslkit.engine.module import PretrainModule
 from sslkit.engine.param_groups import dinov2_param_groups
+from sslkit.engine.strategy import GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone
 from sslkit.eval.features import raw_pixels
 from sslkit.nn.export import save_backbone
 from sslkit.atomic_files import write_text_atomic
@@ -114,9 +115,10 @@ def _progress_bar(enabled: bool):
 def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -> PretrainResult:
     """Pretrain ``cfg.method`` on ``cfg.data.source``; write everything to ``out``."""
     out = Path(out)
+    t = cfg.trainer
+    strategy = build_strategy(t)  # a bad trainer.fsdp_sharding is refused before anything is written
     ckpt = prepare_run_dir(out, resume, log=log)
     out.mkdir(parents=True, exist_ok=True)
-    t = cfg.trainer
     L.seed_everything(t.seed, workers=True, verbose=False)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -143,7 +145,9 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         if len(bank) > cfg.monitor.max_bank_size:
             idx = torch.randperm(len(bank), generator=torch.Generator().manual_seed(t.seed))[: cfg.monitor.max_bank_size]
             bank = torch.utils.data.Subset(bank, sorted(idx.tolist()))
-        monitor = KNNMonitor(TransformedDataset(bank, eval_tf), TransformedDataset(data.queries, eval_tf),
+        # Under FSDP every rank must join the gathering of the teacher's shards (engine/strategy.py).
+        monitor_cls = GatheredKNNMonitor if isinstance(strategy, SSLFSDPStrategy) else KNNMonitor
+        monitor = monitor_cls(TransformedDataset(bank, eval_tf), TransformedDataset(data.queries, eval_tf),
                              data.num_classes, every_n_steps=cfg.monitor.knn_every_n_steps,
                              k=cfg.monitor.knn_k, temperature=cfg.monitor.knn_temperature)
         callbacks.append(monitor)
@@ -159,7 +163,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer = L.Trainer(
-            accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
+            accelerator=t.accelerator, devices=t.devices, strategy=strategy, precision=t.precision,
             num_nodes=t.num_nodes, max_steps=1, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
             log_every_n_steps=t.log_every_n_steps, use_distributed_sampler=False, enable_model_summary=False,
             enable_checkpointing=False,  # StepCheckpoint does it (see engine/checkpoints.py)
@@ -216,11 +220,13 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     result = PretrainResult(run_dir=out, steps=trainer.global_step,
                             final_loss=float(trainer.callback_metrics["train/loss"])
                             if "train/loss" in trainer.callback_metrics else None)
+    # Under FSDP the teacher is sharded: every rank joins the gathering, rank 0 writes it.
+    eval_backbone = full_backbone(module.method.eval_backbone)
     if trainer.global_rank != 0:
         return result
 
     write_csv(out / "metrics.jsonl", out / "metrics.csv")
-    save_backbone(method.eval_backbone, out, mean=data.mean, std=data.std,
+    save_backbone(eval_backbone, out, mean=data.mean, std=data.std,
                   extra={"method": cfg.method, "steps": trainer.global_step, "data": cfg.data.source})
 
     if monitor is not None:
