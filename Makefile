@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast install bench clean
+.PHONY: demo test test-fast install bench bench-vs-sp clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pretrain_throughput.py
+
+# The speed comparison with stable-pretraining needs it and its ~35 dependencies (wandb, datasets,
+# hydra, ...): they live in a separate venv so the test environment stays lean.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -c constraints.txt torch torchvision
+	$(BENCH_VENV)/bin/pip install --quiet -c constraints.txt -e .
+	$(BENCH_VENV)/bin/pip install --quiet -c constraints.txt stable-pretraining==0.1.8
+	touch $@
+
+bench-vs-sp: $(BENCH_VENV)/.installed
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python benchmarks/vs_stable_pretraining.py
 
 clean:
 	rm -rf runs .pytest_cache
