@@ -145,6 +145,19 @@ def sp_optimizer(spt, modules: list[torch.nn.Module], extra: list[torch.nn.Param
     return create_optimizer(params, {"type": "AdamW", "lr": lr, "weight_decay": wd, "foreach": True}), params
 
 
+def sp_update(loss: torch.Tensor, optimizer, params, wrappers) -> torch.Tensor:
+    """The end of every stable-pretraining step: finite check, backward, one clip over all, AdamW, EMA."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, CLIP_GRAD)
+    optimizer.step()
+    for wrapper in wrappers:
+        wrapper.update_teacher()
+    return loss.detach()
+
+
 class SPBlocksStep:
     """A faithful DINOv2 step assembled from stable-pretraining's building blocks (see module doc)."""
 
@@ -193,15 +206,7 @@ class SPBlocksStep:
         loss_ibot = self.ibot_loss(s_logits[n_cls:], t_patch_probs)
         loss_koleo = sum(self.koleo(chunk) for chunk in s_g_cls.chunk(n_g))
         loss = loss_dino + loss_ibot + self.koleo_weight * loss_koleo
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, CLIP_GRAD)
-        self.optimizer.step()
-        for wrapper in self.wrappers:
-            wrapper.update_teacher()
-        return loss.detach()
+        return sp_update(loss, self.optimizer, self.params, self.wrappers)
 
 
 class SPMethodStep:
@@ -219,15 +224,7 @@ class SPMethodStep:
         out = self.method(global_views=list(batch["global_crops"].chunk(self.n_global)),
                           local_views=list(batch["local_crops"].chunk(self.n_local)))
         loss = out.loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, CLIP_GRAD)
-        self.optimizer.step()
-        for wrapper in self.wrappers:
-            wrapper.update_teacher()
-        return loss.detach()
+        return sp_update(loss, self.optimizer, self.params, self.wrappers)
 
 
 class SPForwardStep:
@@ -262,15 +259,7 @@ class SPForwardStep:
         views = {f"global_{i}": {"image": x} for i, x in enumerate(batch["global_crops"].chunk(self.n_global))}
         views.update({f"local_{i}": {"image": x} for i, x in enumerate(batch["local_crops"].chunk(self.n_local))})
         loss = self.module({"views": views}, "train")["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, CLIP_GRAD)
-        self.optimizer.step()
-        for wrapper in self.wrappers:
-            wrapper.update_teacher()
-        return loss.detach()
+        return sp_update(loss, self.optimizer, self.params, self.wrappers)
 
 
 class SPBareStep:
