@@ -95,6 +95,11 @@ def test_curriculum_run_switches_stage_and_resumes_inside_it(tmp_path):
     assert steps_cost[0] < 0.5 * steps_cost[-1]
     report = json.loads((straight / "report.json").read_text())
     assert flops[-1] == pytest.approx(report["flops"]["total_planned"], rel=1e-9)
+    # Evaluation runs the model at the resolution the run ended at, not at the first stage's grid.
+    from sslkit.eval.models import load_encoder
+
+    encoder = load_encoder(str(straight))
+    assert encoder.module.config.img_size == 8 and encoder.image_size == 16
     # Stop inside stage 2, resume: the same weights as the uninterrupted run.
     assert main(["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", str(split), *TINY,
                  "trainer.max_steps=6"]) == 0

@@ -227,7 +227,10 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
 
     write_csv(out / "metrics.jsonl", out / "metrics.csv")
     save_backbone(eval_backbone, out, mean=data.mean, std=data.std,
-                  extra={"method": cfg.method, "steps": trainer.global_step, "data": cfg.data.source})
+                  extra={"method": cfg.method, "steps": trainer.global_step, "data": cfg.data.source,
+                         # The resolution the run ended at, which evaluation uses by default; the ViT's
+                         # own img_size is the first stage's grid (a low-resolution curriculum starts small).
+                         "image_size": stages_of(cfg)[-1].global_size or cfg.crops.global_size})
 
     if monitor is not None:
         result.knn_history = list(monitor.history)

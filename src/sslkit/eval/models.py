@@ -246,8 +246,10 @@ def _load_sslkit(path: Path, device: str) -> Encoder:
         raise ModelSpecError(f"{path} is not a loadable sslkit backbone: {err}") from None
     cfg = model.config
     name = path.name if path.is_dir() else path.parent.name
+    # A run records the resolution it ended at (its last curriculum stage); older exports only the ViT's size.
+    image_size = int(model.meta.get("extra", {}).get("image_size") or cfg.img_size)
     return Encoder(name=name, kind="sslkit", module=model, fingerprint=_sha256_file(weights),
-                   in_chans=cfg.in_chans, image_size=cfg.img_size, mean=tuple(model.meta["mean"]),
+                   in_chans=cfg.in_chans, image_size=image_size, mean=tuple(model.meta["mean"]),
                    std=tuple(model.meta["std"]),
                    description=f"sslkit ViT (D={cfg.embed_dim}, depth {cfg.depth}, patch {cfg.patch_size}, "
                                f"{cfg.num_registers} registers) from {path}",
