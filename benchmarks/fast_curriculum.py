@@ -5,7 +5,7 @@ Two runs of ``sslkit pretrain`` on the same data, side by side in one process:
 baseline
     ``recipes/dinov2-tiny.yaml``: every step at full resolution (32-px global, 16-px local crops).
 fast
-    ``recipes/fast-dinov2-tiny.yaml``: the low-frequency-first curriculum of arXiv 2507.xxxx
+    ``recipes/fast-dinov2-tiny.yaml``: the low-frequency-first curriculum of FastDINOv2 (arXiv 2507.03779)
     (shared/specs/fast-dinov2.md) — 75 % of the steps on 16/8-px crops, then 25 % at full resolution
     with Gaussian noise patching and restarted schedules.
 
@@ -20,7 +20,7 @@ Targets (issue 4): fast ≥ baseline − 1 point kNN, fast ≥ baseline mean cor
 
 Usage::
 
-    python benchmarks/fast_curriculum.py [--data digits] [--epochs 15] [--seed 0] [--quick]
+    python benchmarks/fast_curriculum.py [--data digits] [--epochs 12] [--seed 0] [--quick]
 
 Writes ``benchmarks/figures/fast_curriculum.json`` (and the evaluation report next to it) and
 prints a markdown table.
@@ -127,7 +127,7 @@ def model_entry(report: dict, run: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="digits", help="built-in dataset or folder (default digits; see RESULTS.md)")
-    parser.add_argument("--epochs", type=float, default=15)
+    parser.add_argument("--epochs", type=float, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="4 steps per epoch and a reduced evaluation: a smoke run")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "figures" / "fast_curriculum"))

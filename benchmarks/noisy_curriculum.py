@@ -22,7 +22,7 @@ Target (issue 5): (d) ≥ (a) + 3 points, without any denoiser at inference.
 
 Usage::
 
-    python benchmarks/noisy_curriculum.py [--data digits] [--levels 100,255] [--epochs 20] [--quick]
+    python benchmarks/noisy_curriculum.py [--data digits] [--levels 100,255] [--epochs 6] [--quick]
 
 Writes ``benchmarks/figures/noisy_curriculum/noisy_curriculum-<data>.json`` and prints a markdown table.
 """
@@ -127,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="digits")
     parser.add_argument("--levels", default="100,255", help="Gaussian σ on the 0-255 scale")
-    parser.add_argument("--epochs", type=float, default=20)
+    parser.add_argument("--epochs", type=float, default=6)
     parser.add_argument("--guidance", type=float, default=2.0, help="λ of the teacher-guided terms in arm (d)")
     parser.add_argument("--denoise-epochs", type=int, default=10)
     parser.add_argument("--denoise-steps-per-epoch", type=int, default=50)
