@@ -7,7 +7,7 @@ from sslkit.config import ConfigError, RunConfig, load_config, to_dict
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
-@pytest.mark.parametrize("name", ["dinov2-tiny.yaml", "dinov2-vits16.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in RECIPES.glob("*.yaml")))
 def test_shipped_recipes_validate(name):
     cfg = load_config(RECIPES / name)
     assert isinstance(cfg, RunConfig)
