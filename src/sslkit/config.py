@@ -35,7 +35,7 @@ class DataConfig:
     image_size: int = 32  # size the built-in datasets render at
     num_samples: Optional[int] = None  # built-in 'shapes' train size (None: dataset default)
     background: Literal["texture", "noise", "plain"] = "texture"  # built-in 'shapes' backgrounds
-    background_noise: float = 0.0  # built-in 'shapes': std of pixel noise added to the background only
+    background_noise: float = 0.0  # built-in 'shapes' and 'digits': std of pixel noise added to the background only
     channels: Union[Literal["auto"], int] = "auto"
     stats: Literal["dataset", "imagenet", "compute"] = "dataset"  # normalisation mean/std
     holdout_fraction: float = 0.1  # labelled user data: share held out for the kNN monitor

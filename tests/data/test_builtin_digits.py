@@ -61,3 +61,29 @@ def test_bad_arguments_raise_data_error():
     with pytest.raises(DataError, match="digits"):
         load_builtin("mnist", "train")
     assert isinstance(load_builtin("digits", "test"), BUILTIN_DATASETS["digits"])
+
+
+def test_background_noise_spares_the_strokes_and_is_seeded():
+    clean = DigitsDataset("train")
+    noisy = DigitsDataset("train", background_noise=0.3)
+    index = next(i for i in range(len(clean)) if (clean[i]["image"] == 1).sum() >= 4)
+    x, y = clean[index]["image"], noisy[index]["image"]
+    background, stroke = x == 0, x == 1
+    assert background.sum() > 100 and stroke.sum() > 0
+    # Full noise on the black background (clipped at 0: half the pixels stay 0, the rest have
+    # E|n| = 0.3 * sqrt(2/pi) / 2 on average), none on a full stroke.
+    assert torch.equal(y[stroke], x[stroke])
+    assert (y[background] > 0).float().mean().item() == pytest.approx(0.5, abs=0.08)
+    assert y[background].mean().item() == pytest.approx(0.3 * (2 / np.pi) ** 0.5 / 2, rel=0.15)
+    assert torch.equal(noisy[index]["image"], y) and torch.equal(noisy[index - len(noisy)]["image"], y)
+    assert not torch.equal(DigitsDataset("train", background_noise=0.3, seed=1)[index]["image"], y)
+    assert not torch.equal(DigitsDataset("test", background_noise=0.3)[3]["image"], DigitsDataset("test")[3]["image"])
+    with pytest.raises(DataError, match="background_noise"):
+        DigitsDataset(background_noise=-0.1)
+
+
+def test_background_noise_reaches_digits_through_open_data():
+    from sslkit.data.sources import open_data
+
+    splits = open_data("digits", background_noise=0.2)
+    assert splits.train.background_noise == 0.2 and splits.queries.background_noise == 0.2

@@ -40,6 +40,11 @@ def _check_size(size: int, name: str) -> None:
         raise DataError(f"{name}: size must be an integer of at least 8 pixels, got {size!r}.")
 
 
+# Seeded per-item streams of both datasets: item i of a split draws from (salt, seed, split, i).
+_SPLIT_STREAM = {"train": 0, "test": 1}
+_STREAM_SALT = 0x5A4E  # keeps these streams apart from other seeded uses of (seed, index)
+
+
 # --------------------------------------------------------------------------- digits
 
 # The train/test split is fixed once and for all (independent of ``seed``) so that
@@ -75,12 +80,19 @@ class DigitsDataset(torch.utils.data.Dataset):
     """scikit-learn's 8x8 handwritten digits (10 classes), upsampled to ``size``.
 
     Split: a fixed stratified 80/20 split (``train_test_split(random_state=0)``),
-    1437 train / 360 test images, the same whatever ``seed`` is. ``seed`` is
-    accepted for a uniform constructor but nothing here is random.
+    1437 train / 360 test images, the same whatever ``seed`` is. ``seed`` only seeds the
+    optional background noise below.
 
     Items: ``{"image": (channels, size, size) float32 in [0, 1], "label": int}``;
     ``channels=3`` repeats the grey channel. Upsampling is bilinear
     (``align_corners=False``) from the original 0..16 intensities scaled to [0, 1].
+
+    ``background_noise`` > 0 adds Gaussian pixel noise of that standard deviation where the digit
+    is not: the noise of a pixel is scaled by ``1 - intensity`` (full on the black background, none
+    on a full stroke), then the image is clipped to [0, 1]. It is an irrelevant feature of
+    controllable magnitude (the JE-vs-reconstruction experiment, ``benchmarks/je_vs_recon.py``);
+    item ``i``'s noise comes from a generator seeded by (seed, split, i), so it is the same on
+    every access and differs between ``seed`` values.
     """
 
     class_names = [str(d) for d in range(10)]
@@ -96,11 +108,15 @@ class DigitsDataset(torch.utils.data.Dataset):
         channels: int = 1,
         transform: Transform | None = None,
         seed: int = 0,
+        background_noise: float = 0.0,
     ):
         _check_split(split, "DigitsDataset")
         _check_size(size, "DigitsDataset")
         if channels not in (1, 3):
             raise DataError(f"DigitsDataset: channels must be 1 or 3, got {channels!r}.")
+        if not background_noise >= 0:
+            raise DataError(f"DigitsDataset: background_noise must be a standard deviation >= 0, got {background_noise!r}.")
+        self.background_noise = float(background_noise)
         self.split, self.size, self.channels = split, size, channels
         self.transform, self.seed = transform, seed
         images, labels = _digits_split()[split]
@@ -116,7 +132,13 @@ class DigitsDataset(torch.utils.data.Dataset):
         return len(self._labels)
 
     def __getitem__(self, index: int) -> dict:
-        image = self._images[index].expand(self.channels, -1, -1).clone()  # (C, size, size)
+        image = self._images[index]
+        if self.background_noise > 0:
+            index = range(len(self))[index]  # negative indices name the same item as their positive twin
+            rng = np.random.default_rng([_STREAM_SALT, self.seed, _SPLIT_STREAM[self.split], index])
+            noise = torch.from_numpy(rng.standard_normal(tuple(image.shape), dtype=np.float32)) * self.background_noise
+            image = (image + noise * (1.0 - image)).clamp_(0.0, 1.0)
+        image = image.expand(self.channels, -1, -1).clone()  # (C, size, size)
         if self.transform is not None:
             image = self.transform(image)
         return {"image": image, "label": self._labels[index]}
@@ -207,8 +229,6 @@ def _photos_for_size(size: int) -> tuple[Image.Image, ...]:
 _SUPERSAMPLE = 4
 _SCALE_RANGE = (0.35, 0.7)
 _MIN_COLOUR_DISTANCE = 0.5  # Euclidean RGB distance from the background under the shape
-_SPLIT_STREAM = {"train": 0, "test": 1}
-_STREAM_SALT = 0x5A4E  # keeps these streams apart from other seeded uses of (seed, index)
 
 
 class ShapesDataset(torch.utils.data.Dataset):

@@ -68,9 +68,10 @@ def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] =
     """Open ``source`` ('shapes', 'digits', a folder, or a .csv/.txt list) for pretraining."""
     if source in BUILTIN_DATASETS:
         kwargs = {"size": image_size}
+        if background_noise:
+            kwargs["background_noise"] = background_noise
         if source == "shapes":
             kwargs["background"] = background
-            kwargs["background_noise"] = background_noise
             if num_samples is not None:
                 kwargs["num_samples"] = num_samples
         if source == "digits" and channels != "auto":
