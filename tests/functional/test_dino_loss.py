@@ -47,6 +47,20 @@ def test_cross_entropy_matrix_matches_pairwise_loop():
             assert matrix[t, s].item() == pytest.approx(expected.item(), rel=1e-12)
 
 
+def test_cross_entropy_matrix_gradient_equals_log_softmax_route():
+    """The lse/dot form (no K-wide log-probabilities) has the gradient of the textbook formula."""
+    g = torch.Generator().manual_seed(1)
+    n_s, n_t, b, k = 4, 2, 3, 13
+    student = torch.randn(n_s * b, k, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher = random_probs(n_t * b, k, g)
+    weights = torch.randn(n_t, n_s, generator=g, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((dino_cross_entropy_matrix(student, teacher, n_s, n_t, TAU_S) * weights).sum(), student)
+    log_p = F.log_softmax(student / TAU_S, dim=-1).view(n_s, b, k)
+    textbook = -torch.einsum("tbk,sbk->ts", teacher.view(n_t, b, k), log_p) / b
+    (expected,) = torch.autograd.grad((textbook * weights).sum(), student)
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-13)
+
+
 def test_uniform_student_gives_ln_k_exactly():
     g = torch.Generator().manual_seed(1)
     b, k = 4, 1024

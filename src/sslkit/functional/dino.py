@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sslkit.functional.soft_cross_entropy import scaled_logsumexp
+
 __all__ = [
     "dino_cross_entropy_matrix",
     "dino_loss",
@@ -75,11 +77,17 @@ def dino_cross_entropy_matrix(
             "both must come from the same batch."
         )
     dtype = _compute_dtype(student_logits.dtype)
-    log_p_s = F.log_softmax(student_logits.to(dtype) / student_temp, dim=-1)
-    log_p_s = log_p_s.view(n_student_crops, b_s, k)
+    # H(p, softmax(z/τ)) = m·lse(z/τ) − (p·z)/τ with m = Σ_k p_k: no (rows, K) log-probabilities are
+    # written or kept for backward (functional/soft_cross_entropy.py), which matters at K = 65 536.
+    lse = scaled_logsumexp(student_logits, student_temp).view(n_student_crops, b_s)
     p_t = teacher_probs.to(dtype).view(n_teacher_crops, b_t, k)
-    # One contraction over (image, prototype) for all crop pairs at once.
-    return -torch.einsum("tbk,sbk->ts", p_t, log_p_s) / b_s
+    z_s = student_logits.to(dtype).view(n_student_crops, b_s, k)
+    # One contraction over (image, prototype) for all crop pairs at once; in full precision even under
+    # bf16/fp16 autocast, which would otherwise run these bmm-backed einsums in half precision.
+    with torch.autocast(student_logits.device.type, enabled=False):
+        dot = torch.einsum("tbk,sbk->ts", p_t, z_s)
+        mass_lse = torch.einsum("tb,sb->ts", p_t.sum(-1), lse)
+    return (mass_lse - dot / student_temp) / b_s
 
 
 def dino_loss(

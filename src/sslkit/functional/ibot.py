@@ -8,7 +8,8 @@ Reference: arXiv 2304.07193 (Sec. 4, "Patch-level objective") and facebookresear
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from sslkit.functional.soft_cross_entropy import soft_cross_entropy
 
 __all__ = ["ibot_patch_loss", "mask_token_weights"]
 
@@ -71,7 +72,6 @@ def ibot_patch_loss(
         raise ValueError(
             f"n_global_crops_total must be the number of global crops (>= 1), got {n_global_crops_total}."
         )
-    dtype = torch.promote_types(student_patch_logits.dtype, torch.float32)
-    log_p_s = F.log_softmax(student_patch_logits.to(dtype) / student_temp, dim=-1)
-    per_token = -(teacher_patch_probs.to(dtype) * log_p_s).sum(dim=-1)
-    return (per_token * token_weights.to(dtype)).sum() / n_global_crops_total
+    # H(p_t, softmax(s/τ)) per token without (M, K) log-probabilities (functional/soft_cross_entropy.py).
+    per_token = soft_cross_entropy(student_patch_logits, teacher_patch_probs, student_temp)
+    return (per_token * token_weights.to(per_token.dtype)).sum() / n_global_crops_total

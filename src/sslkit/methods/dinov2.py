@@ -171,13 +171,16 @@ class DINOv2(SSLMethod):
         l_cls = backbone.forward_features(local_crops)["cls"] if has_local else g_cls[:0]
 
         n_g_cls, n_l_cls = g_cls.shape[0], l_cls.shape[0]
+        # torch.split, not slicing: its backward writes the pieces' gradients into one (rows, K) buffer,
+        # where each slice's backward would allocate a zero-filled full-size one (K = 65 536 here).
         if self.separate_ibot_head:
             cls_logits = self.student["dino_head"](torch.cat([g_cls, l_cls]))
             s_patch_logits = self.student["ibot_head"](s_masked_patch)
+            s_global_logits, s_local_logits = cls_logits.split([n_g_cls, n_l_cls])
         else:
             logits = self.student["dino_head"](torch.cat([g_cls, l_cls, s_masked_patch]))
-            cls_logits, s_patch_logits = logits[: n_g_cls + n_l_cls], logits[n_g_cls + n_l_cls:]
-        s_global_logits, s_local_logits = cls_logits[:n_g_cls], cls_logits[n_g_cls:]
+            s_global_logits, s_local_logits, s_patch_logits = logits.split(
+                [n_g_cls, n_l_cls, s_masked_patch.shape[0]])
 
         loss_dino = dino_loss(s_global_logits, s_local_logits if has_local else None, cls_probs,
                               n_global=cfg.n_global, student_temp=cfg.student_temp)
