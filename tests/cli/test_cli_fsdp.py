@@ -20,16 +20,12 @@ from safetensors.torch import load_file
 
 import sslkit
 from sslkit.cli import main
+from tiny_overrides import tiny_dinov2
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "dinov2-tiny.yaml")
 # The tiny model of test_cli_pretrain.py (2-block width-64 ViT, 16-px digits), 4 steps of 2 ranks x 8.
-TINY = ["data.image_size=16", "crops.global_size=16", "crops.local_size=8", "crops.n_local=2",
-        "model.embed_dim=64", "model.depth=2", "model.num_heads=2",
-        "dinov2.head_out_dim=256", "dinov2.head_hidden_dim=128", "dinov2.head_bottleneck_dim=64",
-        "dinov2.koleo_weight=0.1", "optim.batch_size=8", "optim.iters_per_epoch=4", "optim.epochs=1",
-        "optim.warmup_epochs=0.5", "optim.freeze_last_layer_epochs=0.25", "dinov2.warmup_teacher_temp_epochs=1",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "trainer.devices=2",
-        "monitor.max_bank_size=300", "monitor.baselines=false"]
+TINY = tiny_dinov2({"dinov2.koleo_weight": 0.1, "optim.batch_size": 8, "optim.epochs": 1,
+                    "trainer.checkpoint_every_n_steps": None, "trainer.devices": 2})
 
 
 def pretrain(*args: str) -> None:

@@ -15,16 +15,11 @@ from sslkit.eval.models import compute_features, save_features_file
 from sslkit.functional.metrics import cka, cknna, mutual_knn
 from sslkit.nn.export import save_backbone
 from sslkit.nn.vit import ViT
+from tiny_overrides import tiny_dinov2
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "dinov2-tiny.yaml")
-# The tiny overrides of tests/cli/test_cli_pretrain.py: a 2-block width-64 ViT on 16-px images, 8 steps.
-TINY = ["data.image_size=16", "crops.global_size=16", "crops.local_size=8", "crops.n_local=2",
-        "model.embed_dim=64", "model.depth=2", "model.num_heads=2",
-        "dinov2.head_out_dim=256", "dinov2.head_hidden_dim=128", "dinov2.head_bottleneck_dim=64",
-        "optim.batch_size=16", "optim.iters_per_epoch=4", "optim.epochs=2", "optim.warmup_epochs=0.5",
-        "optim.freeze_last_layer_epochs=0.25", "dinov2.warmup_teacher_temp_epochs=1",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=4",
-        "monitor.max_bank_size=300", "monitor.baselines=false"]
+# The shared tiny overrides (tests/tiny_overrides.py): a 2-block width-64 ViT on 16-px images, 8 steps.
+TINY = tiny_dinov2()
 SAMPLES = 300
 
 

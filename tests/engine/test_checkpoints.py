@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from sslkit.engine import checkpoints
 from sslkit.engine.checkpoints import candidate_checkpoints, readable_checkpoint, save_atomically
+from tiny_overrides import tiny_dinov2
 
 
 def state(step):
@@ -95,13 +96,7 @@ def test_a_pickle_that_runs_code_is_refused_without_running_it(tmp_path):
 
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "dinov2-tiny.yaml")
-TINY = ["data.image_size=16", "crops.global_size=16", "crops.local_size=8", "crops.n_local=2",
-        "model.embed_dim=64", "model.depth=2", "model.num_heads=2",
-        "dinov2.head_out_dim=256", "dinov2.head_hidden_dim=128", "dinov2.head_bottleneck_dim=64",
-        "optim.batch_size=16", "optim.iters_per_epoch=4", "optim.epochs=5", "optim.warmup_epochs=0.5",
-        "optim.freeze_last_layer_epochs=0.25", "dinov2.warmup_teacher_temp_epochs=1",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=4",
-        "monitor.max_bank_size=300", "monitor.knn_every_n_steps=0", "monitor.baselines=false"]
+TINY = tiny_dinov2({"optim.epochs": 5, "monitor.knn_every_n_steps": 0})
 
 
 def _cli(out, *extra):

@@ -14,6 +14,7 @@ from sslkit.data.augment import MultiCropAugmentation
 from sslkit.data.builtin import load_builtin
 from sslkit.data.stream import AugmentedStream, CurriculumStream
 from sslkit.engine.builders import build_schedules, stage_starts
+from tiny_overrides import tiny_dinov2
 
 FAST = [{"fraction": 0.75, "global_size": 16, "local_size": 8},
         {"fraction": 0.25, "restart_schedules": True}]
@@ -69,16 +70,10 @@ def test_stream_switches_crop_size_at_the_stage_boundary():
 
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "dinov2-tiny.yaml")
-TINY = ["data.image_size=16", "crops.global_size=16", "crops.local_size=8", "crops.n_local=2",
-        "model.embed_dim=64", "model.depth=2", "model.num_heads=2",
-        "dinov2.head_out_dim=256", "dinov2.head_hidden_dim=128", "dinov2.head_bottleneck_dim=64",
-        "optim.batch_size=16", "optim.iters_per_epoch=4", "optim.epochs=2", "optim.warmup_epochs=0.5",
-        "optim.freeze_last_layer_epochs=0.25", "dinov2.warmup_teacher_temp_epochs=0.5",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "trainer.checkpoint_every_n_steps=2",
-        "monitor.max_bank_size=300", "monitor.baselines=false",
-        "monitor.count_flops=true",
-        "curriculum=[{fraction: 0.5, global_size: 8, local_size: 4}, "
-        "{fraction: 0.5, restart_schedules: true, noise_patch: 0.5}]"]
+TINY = tiny_dinov2({"dinov2.warmup_teacher_temp_epochs": 0.5, "trainer.checkpoint_every_n_steps": 2,
+                    "monitor.count_flops": "true",
+                    "curriculum": "[{fraction: 0.5, global_size: 8, local_size: 4}, "
+                                  "{fraction: 0.5, restart_schedules: true, noise_patch: 0.5}]"})
 
 
 @pytest.mark.slow

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
+
+from sslkit.commands.run_dir import output_dir
 
 NAME = "align"
 
@@ -117,8 +118,7 @@ def run(args) -> int:
 
     console = Console()
     settings = settings_from_args(args)
-    stem = Path(args.data).name if args.data else "features"
-    out = Path(args.out) if args.out else Path("runs") / f"align-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = output_dir(args.out, "align", Path(args.data).name if args.data else "features")
     console.print(f"[bold]sslkit align[/bold] {len(args.models)} model(s) on {args.data or 'features files'}"
                   f"/{args.split} → {out}")
     report = align(args.models, args.data, settings, progress=True, log=console.print)

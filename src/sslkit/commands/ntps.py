@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 from sslkit.atomic_files import write_text_atomic
+from sslkit.commands.run_dir import output_dir
 
 NAME = "ntps"
 
@@ -103,7 +104,7 @@ def run(args) -> int:
     console.print(f"[bold]NTPS[/] {args.model} ({model.config.num_hidden_layers} layers, d={model.config.hidden_size}, "
                   f"{args.dtype}) loaded in {time.perf_counter() - started:.1f} s")
     model_name = Path(args.model).name if args.model != "smollm2" else "smollm2"
-    out = Path(args.out) if args.out else Path("runs") / f"ntps-{model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = output_dir(args.out, "ntps", model_name)
     out.mkdir(parents=True, exist_ok=True)
 
     sweeps = []

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
+
+from sslkit.commands.run_dir import output_dir
 
 NAME = "pretrain"
 
@@ -41,7 +42,7 @@ def add_parser(verbs) -> None:
 def _default_out(recipe: str | None, data: str) -> Path:
     stem = Path(recipe).stem if recipe else "dinov2"
     name = Path(data).name if data not in ("shapes", "digits") else data
-    return Path("runs") / f"{stem}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return output_dir(None, stem, name)
 
 
 def _print_knn_table(console, result, k: int) -> None:

@@ -8,9 +8,9 @@ import csv
 import dataclasses
 import io
 import json
-import time
 from pathlib import Path
 from sslkit.atomic_files import write_text_atomic
+from sslkit.commands.run_dir import output_dir
 
 NAME = "sae"
 
@@ -246,7 +246,7 @@ def _prepare(args, console, prefix: str):
     mean, std = scalar_standardisation(x_train)
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     stem = Path(args.acts).stem if args.acts else (Path(args.model).name if args.model else "acts")
-    out = Path(args.out) if args.out else Path("runs") / f"{prefix}-{stem.replace(':', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = output_dir(args.out, prefix, stem)
     out.mkdir(parents=True, exist_ok=True)
     return x_train, x_test, {"mean": mean, "std": std}, source, out
 

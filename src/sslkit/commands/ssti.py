@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from sslkit.config import ConfigError
+from sslkit.commands.run_dir import output_dir
 
 NAME = "ssti"
 
@@ -140,7 +140,7 @@ def run_sweep(args) -> int:
                             train_head=args.train_head, target_modules=targets, max_len=args.max_len,
                             seed=args.seed, progress=True)
     model_name = Path(args.model).name
-    out = Path(args.out or Path("runs") / f"ssti-{model_name}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = output_dir(args.out, "ssti", model_name, Path(args.data).stem)
     console.print(f"SSTI audit: {args.source} token ({args.location}, rho_tok={args.rho_tok}) into class "
                   f"{args.target_class}; {len(train.texts)} train / {len(test.texts)} test; "
                   f"{len(ranks) * len(rhos)} LoRA run(s) of {args.steps} steps")

@@ -9,6 +9,7 @@ import math
 import time
 from pathlib import Path
 from sslkit.atomic_files import write_text_atomic
+from sslkit.commands.run_dir import output_dir
 
 NAME = "taskprior"
 
@@ -301,7 +302,7 @@ def run(args) -> int:
     if any(not t > 0 for t in args.temperatures):
         raise ConfigError(f"--T values must be > 0, got {args.temperatures}.")
     data_name = (Path(args.data).name if args.data not in (None, "digits", "shapes") else args.data) or "features"
-    out = Path(args.out) if args.out else Path("runs") / f"taskprior-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = output_dir(args.out, "taskprior", data_name)
     console.print(f"[bold]sslkit taskprior[/bold] → {out}")
     started = time.perf_counter()
     features, labels = _load_models(args, console)

@@ -9,6 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
+from sslkit.commands.run_dir import output_dir
+
 NAME = "theory"
 
 LINEAR_EPILOG = """what it computes:
@@ -160,7 +162,7 @@ def run(args) -> int:
     _validate(args)
     console = Console()
     started = time.perf_counter()
-    out = Path(args.out) if args.out else Path("runs") / f"theory-linear-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = output_dir(args.out, "theory", "linear")
     console.print(f"[bold]sslkit theory linear[/bold] → {out}")
     gamma_grid, c_grid = default_grids(args.gamma_s, args.c_s, args.grid, args.gamma_n_range, args.c_n_range)
     moments = args.moments.replace("-", "_")
