@@ -122,3 +122,20 @@ def test_batchnorm_head_option_keeps_teacher_bn_on_batch_statistics():
     with torch.no_grad():
         u = torch.nn.functional.normalize(head.mlp(torch.randn(32, 64) + 5.0), dim=-1)
     assert torch.nn.functional.cosine_similarity(u, u.mean(0, keepdim=True)).mean() < 0.9
+
+
+def test_shared_head_equals_a_separate_ibot_head_holding_the_same_weights():
+    """One head run on [global CLS; local CLS; masked patches] then split, or two heads with equal
+    weights run on CLS and patches apart: the same losses and backbone gradients."""
+    shared, separate = make_method(), make_method(separate=True)
+    separate.student["ibot_head"].load_state_dict(separate.student["dino_head"].state_dict())
+    separate.teacher["ibot_head"].load_state_dict(separate.teacher["dino_head"].state_dict())
+    batch = make_batch()
+    outs = [m(batch, teacher_temp=0.04) for m in (shared, separate)]
+    for key in ("dino_loss", "ibot_loss", "koleo_loss", "loss"):
+        assert outs[0][key].item() == pytest.approx(outs[1][key].item(), rel=1e-5), key
+    for out in outs:
+        out["loss"].backward()
+    for (name, a), (_, b) in zip(shared.student["backbone"].named_parameters(),
+                                 separate.student["backbone"].named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
