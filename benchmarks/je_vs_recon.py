@@ -26,7 +26,8 @@ Usage::
                                      [--seeds 0,1] [--je simclr] [--workers 2] [--quick]
 
 Writes ``benchmarks/figures/je_vs_recon.png`` and ``.json`` and prints the table (mean over seeds,
-with each seed's value).
+with each seed's value). ``--merge A.json B.json`` pools the rows of earlier runs (e.g. more seeds at
+some levels) into one table and plot without training.
 """
 
 from __future__ import annotations
@@ -130,6 +131,26 @@ def plot(rows: list[dict], data: str, path: Path) -> None:
     fig.savefig(path, dpi=130)
 
 
+def report(rows: list[dict], data: str, je: str, epochs: float, quick: bool, out: Path) -> None:
+    """Write ``out``.json and .png and print the table (mean over seeds, each seed's value, JE − MAE)."""
+    levels = sorted({r["level"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    pixels = {level: pixel_probe(data, level, quick) for level in levels}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"data": data, "epochs": epochs, "je": je, "seeds": seeds, "rows": rows,
+         "pixels_linear_top1": {str(level): value / 100 for level, value in pixels.items()}}, indent=2))
+    plot(rows, data, out.with_suffix(".png"))
+    print(f"\n| noise std | raw pixels % | {je} % (per seed) | mae % (per seed) | {je} − mae (per seed) |")
+    print("|---:|---:|---:|---:|---:|")
+    for level in levels:
+        (je_mean, je_seeds), (mae_mean, mae_seeds) = (mean_accuracy(rows, m, level) for m in (je, "mae"))
+        cells = [f"{mean:.1f} ({' / '.join(f'{v:.1f}' for v in per_seed)})"
+                 for mean, per_seed in ((je_mean, je_seeds), (mae_mean, mae_seeds))]
+        gaps = " / ".join(f"{a - b:+.1f}" for a, b in zip(je_seeds, mae_seeds))
+        print(f"| {level:g} | {pixels[level]:.1f} | {cells[0]} | {cells[1]} | {je_mean - mae_mean:+.1f} ({gaps}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="digits", choices=["digits", "shapes"])
@@ -139,8 +160,21 @@ def main() -> None:
     parser.add_argument("--je", default="simclr", choices=["simclr", "vicreg", "dinov2"])
     parser.add_argument("--workers", type=int, default=1, help="runs at a time, one thread each when > 1")
     parser.add_argument("--quick", action="store_true", help="tiny data and steps: a smoke run of the script")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="train nothing: pool the rows of earlier runs' .json files (same data, JE method "
+                             "and epochs) and write the combined table and plot to --out")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "figures" / "je_vs_recon"))
     args = parser.parse_args()
+    if args.merge:
+        runs = [json.loads(Path(path).read_text()) for path in args.merge]
+        for key in ("data", "je", "epochs"):
+            values = {run[key] for run in runs}
+            if len(values) > 1:
+                raise SystemExit(f"--merge: the files disagree on {key!r} ({sorted(map(str, values))}); "
+                                 "pool only runs of one setting.")
+        rows = [row for run in runs for row in run["rows"]]
+        report(rows, runs[0]["data"], runs[0]["je"], runs[0]["epochs"], args.quick, Path(args.out))
+        return
     levels = [float(v) for v in args.levels.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
     import torch
@@ -155,20 +189,7 @@ def main() -> None:
             rows.append(row)
             print(f"noise {row['level']:<5g} seed {row['seed']} {row['method']:<7} linear "
                   f"{100 * row['linear_top1']:5.1f} %  ({row['pretrain_seconds']:.0f} s)", flush=True)
-    pixels = {level: pixel_probe(args.data, level, args.quick) for level in levels}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(
-        {"data": args.data, "epochs": args.epochs, "je": args.je, "seeds": seeds, "rows": rows,
-         "pixels_linear_top1": {str(level): value / 100 for level, value in pixels.items()}}, indent=2))
-    plot(rows, args.data, out.with_suffix(".png"))
-    print(f"\n| noise std | raw pixels % | {args.je} % (per seed) | mae % (per seed) | {args.je} − mae |")
-    print("|---:|---:|---:|---:|---:|")
-    for level in levels:
-        (je, je_seeds), (mae, mae_seeds) = (mean_accuracy(rows, m, level) for m in (args.je, "mae"))
-        cells = [f"{mean:.1f} ({' / '.join(f'{v:.1f}' for v in per_seed)})"
-                 for mean, per_seed in ((je, je_seeds), (mae, mae_seeds))]
-        print(f"| {level:g} | {pixels[level]:.1f} | {cells[0]} | {cells[1]} | {je - mae:+.1f} |")
+    report(rows, args.data, args.je, args.epochs, args.quick, Path(args.out))
 
 
 if __name__ == "__main__":
