@@ -33,9 +33,10 @@ class DataConfig:
 
     source: str = "shapes"  # 'shapes', 'digits', an image folder, or a .csv/.txt list of paths
     image_size: int = 32  # size the built-in datasets render at
-    num_samples: Optional[int] = None  # built-in 'shapes' train size (None: dataset default)
-    background: Literal["texture", "noise", "plain"] = "texture"  # built-in 'shapes' backgrounds
-    background_noise: float = 0.0  # built-in 'shapes' and 'digits': std of pixel noise added to the background only
+    num_samples: Optional[int] = None  # built-in 'shapes'/'glyphs' train size (None: dataset default)
+    # built-in 'shapes'/'glyphs' backgrounds (None: the dataset's default, texture for shapes, noise for glyphs)
+    background: Optional[Literal["texture", "noise", "plain"]] = None
+    background_noise: float = 0.0  # built-in sets: std of pixel noise added to the background only
     channels: Union[Literal["auto"], int] = "auto"
     stats: Literal["dataset", "imagenet", "compute"] = "dataset"  # normalisation mean/std
     holdout_fraction: float = 0.1  # labelled user data: share held out for the kNN monitor
@@ -58,6 +59,10 @@ class CropsConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     # ColorJitter strengths (brightness, contrast, saturation, hue), applied with p 0.8.
     jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    # Blur probability on global crops 1 and 2 (the DINO/BYOL asymmetry; SimCLR blurs both with p 0.5)
+    # and solarize probability on global crop 2 (SimCLR: 0).
+    global_blur_p: tuple[float, float] = (1.0, 0.1)
+    solarize_p: float = 0.2
     # false: crop and flip only (jitter, grayscale, blur and solarize off), MAE's augmentation.
     photometric: bool = True
 
@@ -121,6 +126,7 @@ class SimCLRConfig:
     projector_hidden_dim: int = 2048
     projector_out_dim: int = 128
     projector_layers: int = 2
+    projector_output_bn: bool = True  # BatchNorm (scale, no shift) on the output, as google-research/simclr
 
 
 @dataclass
@@ -439,6 +445,9 @@ def validate(cfg: RunConfig) -> None:
          f"Config key 'crops.jitter_strength' = {list(c.jitter_strength)} needs values >= 0 and hue <= 0.5.")
     need(0 < c.blur_sigma[0] <= c.blur_sigma[1],
          f"Config key 'crops.blur_sigma' = {list(c.blur_sigma)} must satisfy 0 < low <= high.")
+    need(all(0 <= p <= 1 for p in c.global_blur_p),
+         f"Config key 'crops.global_blur_p' = {list(c.global_blur_p)} needs two probabilities in [0, 1].")
+    need(0 <= c.solarize_p <= 1, f"Config key 'crops.solarize_p' = {c.solarize_p} must be a probability in [0, 1].")
     for key, (lo, hi) in (("crops.global_scale", c.global_scale), ("crops.local_scale", c.local_scale),
                           ("dinov2.mask_ratio", d.mask_ratio)):
         need(0 < lo <= hi <= 1, f"Config key '{key}' = [{lo}, {hi}] must satisfy 0 < low <= high <= 1.")

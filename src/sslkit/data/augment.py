@@ -216,8 +216,8 @@ class MultiCropAugmentation:
          in a random order) with probability ``color_jitter``, then grayscale with
          probability ``grayscale``;
       4. Gaussian blur, kernel 9 (capped at the largest odd size ≤ the crop), σ ~ U(``blur_sigma``):
-         p 1.0 on global 1, p 0.1 on global 2 followed by solarize(0.5) with p ``solarize``,
-         p 0.5 on locals;
+         p ``global_blur_p`` = (1.0, 0.1) on globals 1 and 2 (SimCLR: 0.5 on both), global 2 followed by
+         solarize(0.5) with p ``solarize``, p 0.5 on locals;
       5. clamp to [0, 1], normalise with ``mean``/``std``.
     Global crops beyond the second use global 2's pipeline. ``blur=False`` turns step 4 off. Every random draw is
     independent per crop, from torch's global generator.
@@ -253,6 +253,7 @@ class MultiCropAugmentation:
         flip_axis: str = "horizontal",
         jitter_strength: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
         blur: bool = True,
+        global_blur_p: tuple[float, float] = (1.0, 0.1),
     ):
         _check_stats(mean, std, channels, "MultiCropAugmentation")
         if n_global < 1 or n_local < 0:
@@ -288,7 +289,7 @@ class MultiCropAugmentation:
         on = 1.0 if blur else 0.0
         self.groups = [
             _CropGroup(global_size, global_scale,
-                       blur_p=[on] + [0.1 * on] * (n_global - 1),
+                       blur_p=[global_blur_p[0] * on] + [global_blur_p[1] * on] * (n_global - 1),
                        solarize_p=[0.0] + [solarize] * (n_global - 1)),
             _CropGroup(local_size, local_scale, blur_p=[0.5 * on] * n_local, solarize_p=[0.0] * n_local),
         ]

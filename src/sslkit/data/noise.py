@@ -368,7 +368,7 @@ def open_image_source(data: str, split: str = "train", size: int = 32, num_sampl
 
     if data in BUILTIN_DATASETS:
         kwargs: dict = {"size": int(size)}
-        if data == "shapes" and num_samples is not None:
+        if data in ("shapes", "glyphs") and num_samples is not None:
             kwargs["num_samples"] = int(num_samples)
         if data == "digits" and channels != "auto":
             kwargs["channels"] = int(channels)

@@ -61,17 +61,18 @@ def _holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[
     return sorted(perm[n_hold:]), sorted(perm[:n_hold])
 
 
-def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] = None, background: str = "texture",
+def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] = None, background: Optional[str] = None,
               background_noise: float = 0.0, channels="auto",
               stats: str = "dataset", holdout_fraction: float = 0.1, skip_bad_files: bool = False,
               bad_files_log: Optional[Path] = None, seed: int = 0) -> DataSplits:
-    """Open ``source`` ('shapes', 'digits', a folder, or a .csv/.txt list) for pretraining."""
+    """Open ``source`` ('shapes', 'glyphs', 'digits', a folder, or a .csv/.txt list) for pretraining."""
     if source in BUILTIN_DATASETS:
         kwargs = {"size": image_size}
         if background_noise:
             kwargs["background_noise"] = background_noise
-        if source == "shapes":
-            kwargs["background"] = background
+        if source in ("shapes", "glyphs"):
+            if background is not None:
+                kwargs["background"] = background
             if num_samples is not None:
                 kwargs["num_samples"] = num_samples
         if source == "digits" and channels != "auto":

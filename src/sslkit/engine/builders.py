@@ -58,7 +58,8 @@ def build_method(cfg: RunConfig, in_chans: int) -> SSLMethod:
         return MAE(backbone, decoder, norm_pix_loss=a.norm_pix_loss)
     if cfg.method == "simclr":
         s = cfg.simclr
-        projector = ProjectionMLP(width, s.projector_hidden_dim, s.projector_out_dim, s.projector_layers)
+        projector = ProjectionMLP(width, s.projector_hidden_dim, s.projector_out_dim, s.projector_layers,
+                                  output_bn=s.projector_output_bn)
         return SimCLR(backbone, projector, temperature=s.temperature)
     if cfg.method == "vicreg":
         v = cfg.vicreg
@@ -89,7 +90,9 @@ def build_augmentation(cfg: RunConfig, channels: int, mean, std,
                                          n_global=c.n_global, n_local=c.n_local,
                                          global_scale=c.global_scale, local_scale=c.local_scale,
                                          blur_sigma=c.blur_sigma, jitter_strength=c.jitter_strength,
-                                         mean=mean, std=std, channels=channels, **photometric)
+                                         global_blur_p=tuple(c.global_blur_p),
+                                         mean=mean, std=std, channels=channels,
+                                         **({"solarize": c.solarize_p} | photometric))
     before = _before_cropping(stage)
     if not before:
         return augmentation

@@ -13,8 +13,11 @@ from torch import nn
 
 
 def no_weight_decay(name: str, param: nn.Parameter) -> bool:
-    """Biases, norms and LayerScale gammas are not decayed (the reference's rule, by name)."""
-    return name.endswith(".bias") or "norm" in name or "gamma" in name
+    """Biases, norms and LayerScale gammas are not decayed: the dinov2 reference's rule by name, plus every
+    1-D parameter, so that BatchNorm scales named by position (``projector.net.1.weight``) are exempt
+    too, as in google-research/simclr and facebookresearch/vicreg (LARS excludes BatchNorm and biases).
+    On a ViT the two rules pick the same parameters."""
+    return name.endswith(".bias") or "norm" in name or "gamma" in name or param.ndim <= 1
 
 
 def dinov2_param_groups(student: nn.ModuleDict, layer_decay: float = 0.9, patch_embed_lr_mult: float = 0.2) -> list[dict]:

@@ -4,7 +4,9 @@ Bardes, Ponce, LeCun, "VICReg: Variance-Invariance-Covariance Regularization for
 Self-Supervised Learning", arXiv 2105.04906, eqs. (1)-(6), and the official
 facebookresearch/vicreg ``main_vicreg.py`` for the details the paper leaves open (the variance and
 covariance terms are computed on embeddings gathered from every worker; ε = 1e-4 inside the
-square root; the covariance term divides by D, not D(D−1)).
+square root; the covariance term divides by D, not D(D−1); the two views' variance terms are
+averaged and their covariance terms summed, as ``VICReg.forward`` there, which is what the paper's
+25/25/1 weights were tuned with).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0, va
     """VICReg of two views (B, D). Returns ``loss`` and the three unweighted terms.
 
     The invariance term is the mean squared error of the local pairs; the variance and covariance
-    terms use the gathered global batch (both views' statistics, summed as the paper's eq. 6).
+    terms use the gathered global batch: the mean of the two views' variance terms and the sum of their
+    covariance terms (facebookresearch/vicreg ``main_vicreg.py``).
     """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"vicreg_loss needs two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}.")
@@ -48,7 +51,7 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_weight: float = 25.0, va
         z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
     if z1.shape[0] < 2:
         raise ValueError("vicreg_loss needs at least 2 samples in the (global) batch for its variance term.")
-    variance = variance_term(z1) + variance_term(z2)
+    variance = (variance_term(z1) + variance_term(z2)) / 2
     covariance = covariance_term(z1) + covariance_term(z2)
     loss = sim_weight * invariance + var_weight * variance + cov_weight * covariance
     return {"loss": loss, "invariance": invariance, "variance": variance, "covariance": covariance}

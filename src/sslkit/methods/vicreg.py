@@ -26,7 +26,9 @@ class VICReg(SSLMethod):
     def forward(self, batch: dict) -> dict:
         views = batch["global_crops"]
         h = self.student["backbone"](views)
-        z1, z2 = self.student["projector"](h).chunk(2)
+        # One projector call per view, as the reference: its BatchNorm normalises each view by that
+        # view's own batch statistics.
+        z1, z2 = (self.student["projector"](part) for part in h.chunk(2))
         terms = vicreg_loss(z1, z2, *self.weights)
         return {"loss": terms["loss"], "invariance_loss": terms["invariance"].detach(),
                 "variance_loss": terms["variance"].detach(), "covariance_loss": terms["covariance"].detach(),
