@@ -15,7 +15,7 @@ PRETRAIN_EPILOG = """overrides:
   Unknown keys and bad values fail before training starts.
 
 data:
-  shapes | digits            built-in offline datasets (labelled; a kNN monitor runs on their test split)
+  shapes | glyphs | digits   built-in offline datasets (labelled; a kNN monitor runs on their test split)
   DIR                        an image folder; one subfolder per class gives labels
   FILE.csv | FILE.txt        a list of image paths (CSV: 'path' and optional 'label' columns)
 
@@ -29,7 +29,7 @@ def add_parser(verbs) -> None:
     p = verbs.add_parser("pretrain", help="pretrain a backbone (DINOv2, MAE, SimCLR, VICReg) and export it",
                          description="Pretrain a ViT (DINOv2, MAE, SimCLR or VICReg, as the recipe says) and export its backbone.",
                          epilog=PRETRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="'shapes', 'digits', an image folder or a .csv/.txt path list "
+    p.add_argument("--data", help="'shapes', 'glyphs', 'digits', an image folder or a .csv/.txt path list "
                                   "(default: the recipe's data.source)")
     p.add_argument("--recipe", help="YAML recipe, e.g. recipes/dinov2-tiny.yaml (default: the DINOv2 ViT-S/16 defaults)")
     p.add_argument("--out", help="run directory (default runs/<recipe>-<data>-<time>)")
@@ -41,7 +41,7 @@ def add_parser(verbs) -> None:
 
 def _default_out(recipe: str | None, data: str) -> Path:
     stem = Path(recipe).stem if recipe else "dinov2"
-    name = Path(data).name if data not in ("shapes", "digits") else data
+    name = Path(data).name if data not in ("shapes", "glyphs", "digits") else data
     return output_dir(None, stem, name)
 
 
