@@ -69,9 +69,12 @@ class CropsConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone: a timm ViT; ``arch`` picks a preset, the other keys override it."""
+    """Backbone: an sslkit ViT preset (the other keys override it), or any timm model as ``timm:NAME``."""
 
-    arch: Literal["vit_tiny", "vit_small", "vit_base", "vit_large"] = "vit_small"
+    # vit_tiny | vit_small | vit_base | vit_large, or timm:NAME (e.g. timm:resnet18) for methods that
+    # compare pooled embeddings (SimCLR, VICReg); DINOv2's iBOT and MAE need the sslkit ViT's patch tokens.
+    arch: str = "vit_small"
+    timm_kwargs: dict = field(default_factory=dict)  # timm.create_model keyword arguments (timm:NAME only)
     patch_size: int = 16
     embed_dim: Optional[int] = None
     depth: Optional[int] = None
@@ -312,6 +315,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
         raise bad
+    if tp is dict or origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise bad
     raise bad
 
 
@@ -418,6 +425,37 @@ def load_config(recipe: str | Path | dict | None = None, overrides: list[str] = 
     return cfg
 
 
+VIT_PRESETS = ("vit_tiny", "vit_small", "vit_base", "vit_large")
+
+
+def _validate_arch(cfg: "RunConfig", need) -> None:
+    """``model.arch``: a ViT preset, or ``timm:NAME`` naming a timm model, for a method that can use it."""
+    arch, m = cfg.model.arch, cfg.model
+    if not arch.startswith("timm:"):
+        need(arch in VIT_PRESETS, f"Config key 'model.arch' got {arch!r}; expected one of {list(VIT_PRESETS)} "
+                                  "or timm:NAME (e.g. timm:resnet18).")
+        need(not m.timm_kwargs, "Config key 'model.timm_kwargs' applies to model.arch=timm:NAME only; "
+                                f"drop it for {arch!r}.")
+        return
+    from sslkit.nn.timm_backbone import check_timm_name
+
+    try:
+        check_timm_name(arch[len("timm:"):])
+    except ValueError as err:
+        raise ConfigError(f"Config key 'model.arch' = {arch!r}: {err}") from None
+    need(cfg.method in ("simclr", "vicreg"),
+         f"model.arch={arch} has no patch tokens, but method '{cfg.method}' needs them (DINOv2's iBOT and "
+         "MAE mask patches): use an sslkit ViT (model.arch=vit_tiny|vit_small|vit_base|vit_large), "
+         "or method simclr/vicreg with a timm backbone.")
+    need(cfg.optim.layer_decay == 1.0,
+         f"Config key 'optim.layer_decay' = {cfg.optim.layer_decay} needs ViT blocks; set optim.layer_decay=1.0 "
+         f"for model.arch={arch}.")
+    for key, value in m.timm_kwargs.items():
+        need(key not in ("num_classes", "in_chans", "pretrained"),
+             f"Config key 'model.timm_kwargs.{key}' is set by sslkit (classifier removed, channels from the "
+             "data, never downloaded); drop it.")
+
+
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that the types alone cannot express."""
 
@@ -426,6 +464,7 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(message)
 
     c, m, o, d = cfg.crops, cfg.model, cfg.optim, cfg.dinov2
+    _validate_arch(cfg, need)
     need(c.n_global >= 1, f"Config key 'crops.n_global' must be at least 1, got {c.n_global}.")
     need(c.n_local >= 0, f"Config key 'crops.n_local' must be 0 or more, got {c.n_local}.")
     if cfg.method == "dinov2":
@@ -439,7 +478,7 @@ def validate(cfg: RunConfig) -> None:
         need(c.n_local == 0, f"method 'mae' uses no local crops: set crops.n_local=0 (got {c.n_local}).")
         need(0 < cfg.mae.mask_ratio < 1, f"Config key 'mae.mask_ratio' must lie in (0, 1), got {cfg.mae.mask_ratio}.")
     for key, size in (("crops.global_size", c.global_size), ("crops.local_size", c.local_size)):
-        need(size > 0 and size % m.patch_size == 0,
+        need(size > 0 and (size % m.patch_size == 0 or m.arch.startswith("timm:")),
              f"Config key '{key}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")
     need(all(v >= 0 for v in c.jitter_strength) and c.jitter_strength[3] <= 0.5,
          f"Config key 'crops.jitter_strength' = {list(c.jitter_strength)} needs values >= 0 and hue <= 0.5.")

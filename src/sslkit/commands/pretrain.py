@@ -45,11 +45,14 @@ def _default_out(recipe: str | None, data: str) -> Path:
     return output_dir(None, stem, name)
 
 
-def _print_knn_table(console, result, k: int) -> None:
+def _print_knn_table(console, result, k: int, cfg=None) -> None:
     from rich.table import Table
 
-    rows = [("raw pixels", "raw_pixels"), ("random-init ViT (same shape)", "random_init"),
-            ("pretrained ViT (teacher)", "pretrained")]
+    arch = cfg.model.arch if cfg is not None else "backbone"
+    # What was evaluated: DINOv2 exports its EMA teacher, the other methods their (only) encoder.
+    evaluated = "EMA teacher" if cfg is None or cfg.method == "dinov2" else f"{cfg.method} encoder"
+    rows = [("raw pixels", "raw_pixels"), (f"random-init {arch} (same architecture)", "random_init"),
+            (f"pretrained {arch} ({evaluated})", "pretrained")]
     table = Table(title=f"kNN top-1 on the held-out split (k={k}, T=0.07, cosine)")
     table.add_column("features")
     table.add_column("accuracy %", justify="right")
@@ -95,7 +98,7 @@ def run(args) -> int:
     console.print(f"[bold]sslkit pretrain[/bold] → {out}")
     result = pretrain(cfg, out, resume=args.resume, log=console.print)
     if result.knn:
-        _print_knn_table(console, result, cfg.monitor.knn_k)
+        _print_knn_table(console, result, cfg.monitor.knn_k, cfg)
     console.print(f"done: {result.steps} steps; backbone in {out / 'backbone.safetensors'}; "
                   f"report in {out / 'report.json'}")
     return 0

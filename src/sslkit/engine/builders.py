@@ -21,6 +21,7 @@ from sslkit.methods.simclr import SimCLR
 from sslkit.methods.vicreg import VICReg
 from sslkit.nn.heads import DINOHead, ProjectionMLP
 from sslkit.nn.mae_decoder import MAEDecoder
+from sslkit.nn.timm_backbone import TimmBackbone, is_timm_arch, timm_name
 from sslkit.nn.vit import ViT, build_vit
 
 
@@ -29,8 +30,10 @@ def stages_of(cfg: RunConfig) -> list[StageConfig]:
     return list(cfg.curriculum) or [StageConfig()]
 
 
-def build_backbone(cfg: RunConfig, in_chans: int) -> ViT:
+def build_backbone(cfg: RunConfig, in_chans: int) -> "ViT | TimmBackbone":
     m = cfg.model
+    if is_timm_arch(m.arch):
+        return TimmBackbone(timm_name(m.arch), in_chans=in_chans, **m.timm_kwargs)
     # The position table is learned on the first stage's grid (fast-dinov2.md: img_size 112 for the
     # whole run) and interpolated for any other crop size.
     img_size = stages_of(cfg)[0].global_size or cfg.crops.global_size
@@ -50,7 +53,8 @@ def build_method(cfg: RunConfig, in_chans: int) -> SSLMethod:
         # Only iBOT feeds masked crops through the backbone (MAE drops its masked patches instead):
         # a trainable mask token that never gets a gradient makes DDP stop with "parameters that
         # were not used in producing loss".
-        backbone.mask_token.requires_grad_(False)
+        if hasattr(backbone, "mask_token"):  # timm backbones have none
+            backbone.mask_token.requires_grad_(False)
     if cfg.method == "mae":
         a = cfg.mae
         decoder = MAEDecoder(width, backbone.patch_size, in_chans, dim=a.decoder_dim, depth=a.decoder_depth,
@@ -140,8 +144,9 @@ def build_views(cfg: RunConfig, channels: int, mean, std) -> tuple[MultiCropAugm
     elif cfg.method == "dinov2":
         collate = MultiCropCollate(cfg.model.patch_size, mask_probability=cfg.dinov2.mask_probability,
                                    mask_ratio=cfg.dinov2.mask_ratio, seed=seed)
-    else:  # two views, no masks
-        collate = MultiCropCollate(cfg.model.patch_size, mask_probability=0.0, seed=seed)
+    else:  # two views, no masks (a timm backbone has no patch grid: a 1-pixel grid of empty masks)
+        patch = 1 if is_timm_arch(cfg.model.arch) else cfg.model.patch_size
+        collate = MultiCropCollate(patch, mask_probability=0.0, seed=seed)
     return augmentation, collate
 
 

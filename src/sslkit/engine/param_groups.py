@@ -28,13 +28,16 @@ def dinov2_param_groups(student: nn.ModuleDict, layer_decay: float = 0.9, patch_
     ``weight_decay = wd_t · wd_multiplier`` every step.
     """
     backbone = student["backbone"]
-    depth = len(backbone.blocks)
+    # Layer-wise decay needs ViT blocks; other backbones (timm CNNs) get multiplier 1 (config validation
+    # requires optim.layer_decay=1 for them).
+    vit = hasattr(backbone, "layer_id") and hasattr(backbone, "blocks")
+    depth = len(backbone.blocks) if vit else 0
     groups: dict[tuple, dict] = {}
     for module_name, module in student.items():
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
-            if module_name == "backbone":
+            if module_name == "backbone" and vit:
                 layer = backbone.layer_id(name)
                 lr_mult = layer_decay ** (depth + 1 - layer)
                 if name.startswith("patch_embed"):

@@ -60,7 +60,9 @@ def _wrap_policy() -> set[type[nn.Module]]:
     """
     from timm.models.vision_transformer import Block
 
-    return {Block, ViT, DINOHead, ProjectionMLP, MAEDecoder}
+    from sslkit.nn.timm_backbone import TimmBackbone
+
+    return {Block, ViT, TimmBackbone, DINOHead, ProjectionMLP, MAEDecoder}
 
 
 def _route_through_fsdp(wrapper: nn.Module, name: str) -> None:

@@ -246,6 +246,13 @@ def _load_sslkit(path: Path, device: str) -> Encoder:
         raise ModelSpecError(f"{path} is not a loadable sslkit backbone: {err}") from None
     cfg = model.config
     name = path.name if path.is_dir() else path.parent.name
+    if getattr(model, "is_vit", True) is False:  # a timm backbone pretrained by sslkit (model.arch=timm:NAME)
+        image_size = model.meta.get("extra", {}).get("image_size")
+        return Encoder(name=name, kind="timm", module=model.model, fingerprint=_sha256_file(weights),
+                       in_chans=cfg.in_chans, image_size=int(image_size) if image_size else None,
+                       mean=tuple(model.meta["mean"]), std=tuple(model.meta["std"]),
+                       description=f"sslkit-pretrained timm {cfg.name} ({model.embed_dim}-d) from {path}",
+                       meta={"extra": model.meta.get("extra", {}), "path": str(path)})
     # A run records the resolution it ended at (its last curriculum stage); older exports only the ViT's size.
     image_size = int(model.meta.get("extra", {}).get("image_size") or cfg.img_size)
     return Encoder(name=name, kind="sslkit", module=model, fingerprint=_sha256_file(weights),

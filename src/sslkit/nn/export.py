@@ -3,7 +3,10 @@
 The pair is self-describing: the JSON holds the :class:`~sslkit.nn.vit.ViTConfig`, the input
 normalisation (mean/std) and free-form ``extra`` metadata, so :func:`load_backbone` rebuilds
 the network without any training code. Weights are safetensors only: nothing is ever unpickled
-(DESIGN.md, "Conventions").
+(DESIGN.md, "Conventions"). A timm backbone (``model.arch=timm:NAME``) is saved as its plain timm model's
+state dict with ``config = {"kind": "timm", "name", "in_chans", "kwargs"}``, so
+``timm.create_model(name, num_classes=0, in_chans=in_chans, **kwargs).load_state_dict(...)`` reads it
+without sslkit.
 
 Both files are written to temporary names in the target directory, fsynced, then renamed with
 ``os.replace``, so a crash or error never leaves a half-written file behind and an existing good
@@ -24,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from sslkit.nn.timm_backbone import TimmBackbone, TimmBackboneConfig
 from sslkit.nn.vit import ViT, ViTConfig
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "JSON_NAME", "WEIGHTS_NAME", "load_backbone", "save_backbone"]
@@ -63,14 +67,14 @@ def _as_float_list(name: str, values: Sequence[float], in_chans: int) -> list[fl
     return out
 
 
-def _unwrap(model: Any) -> ViT:
+def _unwrap(model: Any) -> "ViT | TimmBackbone":
     # DDP / DataParallel keep the real model in .module; torch.compile in ._orig_mod
     for attr in ("module", "_orig_mod"):
         inner = getattr(model, attr, None)
-        if isinstance(inner, ViT):
+        if isinstance(inner, (ViT, TimmBackbone)):
             return inner
-    if not isinstance(model, ViT):
-        raise TypeError(f"save_backbone expects an sslkit ViT, got {type(model).__name__}.")
+    if not isinstance(model, (ViT, TimmBackbone)):
+        raise TypeError(f"save_backbone expects an sslkit ViT or TimmBackbone, got {type(model).__name__}.")
     return model
 
 
@@ -113,8 +117,10 @@ def save_backbone(
         meta_text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as err:  # serialise before touching the disk
         raise ValueError(f"save_backbone: extra must be JSON-serialisable ({err}).") from None
-    # .contiguous() is a no-op for the usual contiguous parameters; safetensors requires it.
-    tensors = {k: v.detach().contiguous() for k, v in vit.state_dict().items()}
+    # .contiguous() is a no-op for the usual contiguous parameters; safetensors requires it. A timm
+    # backbone is saved as its plain timm model's state dict, so that timm alone loads it.
+    state = vit.model.state_dict() if isinstance(vit, TimmBackbone) else vit.state_dict()
+    tensors = {k: v.detach().contiguous() for k, v in state.items()}
 
     tmp_weights = directory / f".{WEIGHTS_NAME}.{save_id}.tmp"
     tmp_json = directory / f".{JSON_NAME}.{save_id}.tmp"
@@ -177,8 +183,8 @@ def _read_meta(json_path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ViT:
-    """Rebuild a :class:`ViT` saved by :func:`save_backbone`, in eval mode.
+def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "ViT | TimmBackbone":
+    """Rebuild a :class:`ViT` (or a :class:`TimmBackbone`) saved by :func:`save_backbone`, in eval mode.
 
     Args:
         path: the run directory holding ``backbone.json`` + ``backbone.safetensors``, or either file.
@@ -194,8 +200,9 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
     """
     json_path, weights_path = _resolve(Path(path))
     meta = _read_meta(json_path)
+    timm_config = isinstance(meta["config"], dict) and meta["config"].get("kind") == "timm"
     try:
-        config = ViTConfig.from_dict(meta["config"])
+        config = TimmBackboneConfig.from_dict(meta["config"]) if timm_config else ViTConfig.from_dict(meta["config"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"Backbone metadata {json_path} has an invalid config: {err}") from None
 
@@ -213,8 +220,15 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
 
     # Build on the meta device (no wasted random init), then adopt the loaded tensors.
     with torch.device("meta"):
-        model = ViT(config)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
+        if timm_config:
+            try:
+                model = TimmBackbone(config.name, in_chans=config.in_chans, **config.kwargs)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"Backbone metadata {json_path} names a timm model that cannot be built: {err}") from None
+        else:
+            model = ViT(config)
+    target = model.model if timm_config else model
+    expected = {k: v.shape for k, v in target.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [
@@ -233,6 +247,6 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
         raise ValueError(
             f"Backbone weights {weights_path} do not match the architecture in {json_path}: " + "; ".join(parts) + "."
         )
-    model.load_state_dict(state, strict=True, assign=True)
+    target.load_state_dict(state, strict=True, assign=True)
     model.meta = {"mean": meta["mean"], "std": meta["std"], "extra": meta.get("extra", {})}
     return model.eval()

@@ -1,0 +1,102 @@
+"""Any timm architecture as a pretraining backbone: ``model.arch=timm:NAME`` with ``model.timm_kwargs``.
+
+sslkit's own ``ViT`` carries what DINOv2's iBOT and MAE need (a mask token, patch tokens, position
+interpolation). Methods that only compare pooled embeddings — SimCLR, VICReg — run on any network, and
+on a CPU budget a small CNN learns far more per second than a ViT. This wrapper gives them timm's
+catalogue (huggingface/pytorch-image-models ``timm.create_model``) behind the interface the engine
+reads: ``backbone(x)`` → (B, D) pooled features, ``forward_features(x)`` → ``{"cls": (B, D)}`` and
+``embed_dim``.
+
+The wrapped network is a plain timm model built with ``num_classes=0`` (its classifier replaced by the
+identity, so its output is the pooled feature), and its ``state_dict`` is exported as is: the exported
+``backbone.safetensors`` loads into ``timm.create_model(name, num_classes=0, in_chans=C, **kwargs)``
+without sslkit (``backbone.json`` records name, channels and kwargs).
+
+Example::
+
+    net = TimmBackbone("resnet18", in_chans=1)
+    features = net(torch.randn(8, 1, 32, 32))   # (8, 512)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["TIMM_PREFIX", "TimmBackbone", "TimmBackboneConfig", "is_timm_arch", "timm_name"]
+
+TIMM_PREFIX = "timm:"
+
+
+def is_timm_arch(arch: str) -> bool:
+    return isinstance(arch, str) and arch.startswith(TIMM_PREFIX)
+
+
+def timm_name(arch: str) -> str:
+    return arch[len(TIMM_PREFIX):]
+
+
+@dataclass
+class TimmBackboneConfig:
+    """What rebuilds the network: timm name, input channels and the keyword arguments of ``create_model``."""
+
+    name: str
+    in_chans: int = 3
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "timm", "name": self.name, "in_chans": self.in_chans, "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TimmBackboneConfig":
+        if d.get("kind") != "timm" or not isinstance(d.get("name"), str):
+            raise ValueError(f"not a timm backbone config: {d!r}")
+        kwargs = d.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"timm kwargs must be a mapping, got {kwargs!r}")
+        in_chans = d.get("in_chans", 3)
+        if not isinstance(in_chans, int) or not 1 <= in_chans <= 64:
+            raise ValueError(f"in_chans must be an integer in [1, 64], got {in_chans!r}")
+        return cls(name=d["name"], in_chans=in_chans, kwargs=dict(kwargs))
+
+
+def check_timm_name(name: str) -> None:
+    """Raise ValueError with close names when timm has no architecture ``name``."""
+    import timm
+
+    if not name or not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8] if name else []
+        raise ValueError(f"timm has no model {name!r}" + (f"; similar names: {close}" if close else "")
+                         + " (timm.list_models() lists them all).")
+
+
+class TimmBackbone(nn.Module):
+    """A timm model with its classifier removed, seen by the engine as a pooled-feature backbone."""
+
+    is_vit = False
+
+    def __init__(self, name: str, in_chans: int = 3, **kwargs: Any) -> None:
+        super().__init__()
+        import timm
+
+        check_timm_name(name)
+        # pretrained=False: nothing is ever downloaded; weights come from a run or a local file.
+        self.model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+        self.config = TimmBackboneConfig(name=name, in_chans=in_chans, kwargs=dict(kwargs))
+        self.embed_dim = int(self.model.num_features)
+
+    def forward(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, H, W) -> pooled features (B, embed_dim)."""
+        if masks is not None and bool(masks.any()):
+            raise ValueError(f"timm:{self.config.name} has no patch tokens to mask; masked-patch methods "
+                             "(DINOv2's iBOT, MAE) need an sslkit ViT (model.arch=vit_tiny|vit_small|...).")
+        return self.model(x)
+
+    def forward_features(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"cls": self.forward(x, masks)}
+
+    def extra_repr(self) -> str:
+        return f"timm:{self.config.name}, in_chans={self.config.in_chans}, embed_dim={self.embed_dim}"
