@@ -57,7 +57,7 @@ def test_pretrain_exports_a_loadable_teacher_and_a_report(tmp_path):
     out = tmp_path / "run"
     assert run(["--data", "digits", "--out", str(out), *TINY]) == 0
     for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "tensorboard", "backbone.safetensors", "backbone.json", "report.json",
-                 "checkpoints/last.ckpt"):
+                 "learning_curve.png", "checkpoints/last.ckpt"):
         assert (out / name).exists(), name
     report = json.loads((out / "report.json").read_text())
     assert report["steps"] == 8

@@ -36,6 +36,7 @@ from sslkit.engine.module import PretrainModule
 from sslkit.engine.param_groups import dinov2_param_groups
 from sslkit.engine.strategy import GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone
 from sslkit.eval.features import raw_pixels
+from sslkit.engine.learning_curve import plot_learning_curve
 from sslkit.nn.export import save_backbone
 from sslkit.atomic_files import write_text_atomic
 
@@ -248,4 +249,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
                                                         "ratio_to_full_resolution": flops_plan["ratio_to_full_resolution"]}, "knn_history": result.knn_history,
               "data": data.description}
     write_text_atomic(out / "report.json", json.dumps(report, indent=2))
+    if result.knn_history:
+        plot_learning_curve(result.knn_history, result.knn, out / "learning_curve.png", k=cfg.monitor.knn_k,
+                            title=f"{cfg.method} · {cfg.model.arch} · {cfg.data.source}")
     return result
