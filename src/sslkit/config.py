@@ -71,8 +71,9 @@ class CropsConfig:
 class ModelConfig:
     """Backbone: an sslkit ViT preset (the other keys override it), or any timm model as ``timm:NAME``."""
 
-    # vit_tiny | vit_small | vit_base | vit_large, or timm:NAME (e.g. timm:resnet18) for methods that
-    # compare pooled embeddings (SimCLR, VICReg); DINOv2's iBOT and MAE need the sslkit ViT's patch tokens.
+    # vit_tiny | vit_small | vit_base | vit_large; or, for methods that compare pooled embeddings (SimCLR,
+    # VICReg), cnn_small (sslkit's small CNN, sslkit.nn.convnet) or timm:NAME (e.g. timm:resnet18).
+    # DINOv2's iBOT and MAE need the sslkit ViT's patch tokens.
     arch: str = "vit_small"
     timm_kwargs: dict = field(default_factory=dict)  # timm.create_model keyword arguments (timm:NAME only)
     patch_size: int = 16
@@ -430,17 +431,19 @@ VIT_PRESETS = ("vit_tiny", "vit_small", "vit_base", "vit_large")
 
 def _validate_arch(cfg: "RunConfig", need) -> None:
     """``model.arch``: a ViT preset, or ``timm:NAME`` naming a timm model, for a method that can use it."""
+    from sslkit.nn.convnet import SSLKIT_CNNS
+
     arch, m = cfg.model.arch, cfg.model
-    if not arch.startswith("timm:"):
-        need(arch in VIT_PRESETS, f"Config key 'model.arch' got {arch!r}; expected one of {list(VIT_PRESETS)} "
-                                  "or timm:NAME (e.g. timm:resnet18).")
-        need(not m.timm_kwargs, "Config key 'model.timm_kwargs' applies to model.arch=timm:NAME only; "
+    if not arch.startswith("timm:") and arch not in SSLKIT_CNNS:
+        need(arch in VIT_PRESETS, f"Config key 'model.arch' got {arch!r}; expected one of "
+                                  f"{list(VIT_PRESETS) + list(SSLKIT_CNNS)} or timm:NAME (e.g. timm:resnet18).")
+        need(not m.timm_kwargs, "Config key 'model.timm_kwargs' applies to model.arch=timm:NAME or cnn_small only; "
                                 f"drop it for {arch!r}.")
         return
     from sslkit.nn.timm_backbone import check_timm_name
 
     try:
-        check_timm_name(arch[len("timm:"):])
+        check_timm_name(arch[len("timm:"):] if arch.startswith("timm:") else arch)
     except ValueError as err:
         raise ConfigError(f"Config key 'model.arch' = {arch!r}: {err}") from None
     need(cfg.method in ("simclr", "vicreg"),
@@ -463,6 +466,8 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
+    from sslkit.nn.timm_backbone import is_pooled_arch
+
     c, m, o, d = cfg.crops, cfg.model, cfg.optim, cfg.dinov2
     _validate_arch(cfg, need)
     need(c.n_global >= 1, f"Config key 'crops.n_global' must be at least 1, got {c.n_global}.")
@@ -478,7 +483,7 @@ def validate(cfg: RunConfig) -> None:
         need(c.n_local == 0, f"method 'mae' uses no local crops: set crops.n_local=0 (got {c.n_local}).")
         need(0 < cfg.mae.mask_ratio < 1, f"Config key 'mae.mask_ratio' must lie in (0, 1), got {cfg.mae.mask_ratio}.")
     for key, size in (("crops.global_size", c.global_size), ("crops.local_size", c.local_size)):
-        need(size > 0 and (size % m.patch_size == 0 or m.arch.startswith("timm:")),
+        need(size > 0 and (size % m.patch_size == 0 or is_pooled_arch(m.arch)),
              f"Config key '{key}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")
     need(all(v >= 0 for v in c.jitter_strength) and c.jitter_strength[3] <= 0.5,
          f"Config key 'crops.jitter_strength' = {list(c.jitter_strength)} needs values >= 0 and hue <= 0.5.")

@@ -21,7 +21,7 @@ from sslkit.methods.simclr import SimCLR
 from sslkit.methods.vicreg import VICReg
 from sslkit.nn.heads import DINOHead, ProjectionMLP
 from sslkit.nn.mae_decoder import MAEDecoder
-from sslkit.nn.timm_backbone import TimmBackbone, is_timm_arch, timm_name
+from sslkit.nn.timm_backbone import TimmBackbone, is_pooled_arch, timm_name
 from sslkit.nn.vit import ViT, build_vit
 
 
@@ -32,7 +32,7 @@ def stages_of(cfg: RunConfig) -> list[StageConfig]:
 
 def build_backbone(cfg: RunConfig, in_chans: int) -> "ViT | TimmBackbone":
     m = cfg.model
-    if is_timm_arch(m.arch):
+    if is_pooled_arch(m.arch):
         return TimmBackbone(timm_name(m.arch), in_chans=in_chans, **m.timm_kwargs)
     # The position table is learned on the first stage's grid (fast-dinov2.md: img_size 112 for the
     # whole run) and interpolated for any other crop size.
@@ -145,7 +145,7 @@ def build_views(cfg: RunConfig, channels: int, mean, std) -> tuple[MultiCropAugm
         collate = MultiCropCollate(cfg.model.patch_size, mask_probability=cfg.dinov2.mask_probability,
                                    mask_ratio=cfg.dinov2.mask_ratio, seed=seed)
     else:  # two views, no masks (a timm backbone has no patch grid: a 1-pixel grid of empty masks)
-        patch = 1 if is_timm_arch(cfg.model.arch) else cfg.model.patch_size
+        patch = 1 if is_pooled_arch(cfg.model.arch) else cfg.model.patch_size
         collate = MultiCropCollate(patch, mask_probability=0.0, seed=seed)
     return augmentation, collate
 

@@ -12,6 +12,9 @@ identity, so its output is the pooled feature), and its ``state_dict`` is export
 ``backbone.safetensors`` loads into ``timm.create_model(name, num_classes=0, in_chans=C, **kwargs)``
 without sslkit (``backbone.json`` records name, channels and kwargs).
 
+The same wrapper carries sslkit's own small CNN (``model.arch=cnn_small``, ``sslkit.nn.convnet``), the
+backbone that learns fastest on a CPU at 16–32 px; its export records ``kind: sslkit_cnn``.
+
 Example::
 
     net = TimmBackbone("resnet18", in_chans=1)
@@ -26,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TIMM_PREFIX", "TimmBackbone", "TimmBackboneConfig", "is_timm_arch", "timm_name"]
+__all__ = ["TIMM_PREFIX", "TimmBackbone", "TimmBackboneConfig", "is_pooled_arch", "is_timm_arch", "timm_name"]
 
 TIMM_PREFIX = "timm:"
 
@@ -35,8 +38,16 @@ def is_timm_arch(arch: str) -> bool:
     return isinstance(arch, str) and arch.startswith(TIMM_PREFIX)
 
 
+def is_pooled_arch(arch: str) -> bool:
+    """A backbone without patch tokens: ``timm:NAME`` or one of sslkit's small CNNs (``cnn_small``)."""
+    from sslkit.nn.convnet import SSLKIT_CNNS
+
+    return is_timm_arch(arch) or arch in SSLKIT_CNNS
+
+
 def timm_name(arch: str) -> str:
-    return arch[len(TIMM_PREFIX):]
+    """The network name inside ``model.arch``: the timm name after ``timm:``, or an sslkit CNN preset."""
+    return arch[len(TIMM_PREFIX):] if is_timm_arch(arch) else arch
 
 
 @dataclass
@@ -48,11 +59,14 @@ class TimmBackboneConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "timm", "name": self.name, "in_chans": self.in_chans, "kwargs": dict(self.kwargs)}
+        from sslkit.nn.convnet import SSLKIT_CNNS
+
+        kind = "sslkit_cnn" if self.name in SSLKIT_CNNS else "timm"
+        return {"kind": kind, "name": self.name, "in_chans": self.in_chans, "kwargs": dict(self.kwargs)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TimmBackboneConfig":
-        if d.get("kind") != "timm" or not isinstance(d.get("name"), str):
+        if d.get("kind") not in ("timm", "sslkit_cnn") or not isinstance(d.get("name"), str):
             raise ValueError(f"not a timm backbone config: {d!r}")
         kwargs = d.get("kwargs") or {}
         if not isinstance(kwargs, dict):
@@ -64,9 +78,13 @@ class TimmBackboneConfig:
 
 
 def check_timm_name(name: str) -> None:
-    """Raise ValueError with close names when timm has no architecture ``name``."""
+    """Raise ValueError with close names when timm has no architecture ``name`` (sslkit's CNN presets pass)."""
     import timm
 
+    from sslkit.nn.convnet import SSLKIT_CNNS
+
+    if name in SSLKIT_CNNS:
+        return
     if not name or not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8] if name else []
         raise ValueError(f"timm has no model {name!r}" + (f"; similar names: {close}" if close else "")
@@ -82,9 +100,14 @@ class TimmBackbone(nn.Module):
         super().__init__()
         import timm
 
+        from sslkit.nn.convnet import SSLKIT_CNNS, ConvNet
+
         check_timm_name(name)
-        # pretrained=False: nothing is ever downloaded; weights come from a run or a local file.
-        self.model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+        if name in SSLKIT_CNNS:
+            self.model = ConvNet(in_chans=in_chans, **{**SSLKIT_CNNS[name], **kwargs})
+        else:
+            # pretrained=False: nothing is ever downloaded; weights come from a run or a local file.
+            self.model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
         self.config = TimmBackboneConfig(name=name, in_chans=in_chans, kwargs=dict(kwargs))
         self.embed_dim = int(self.model.num_features)
 
@@ -99,4 +122,4 @@ class TimmBackbone(nn.Module):
         return {"cls": self.forward(x, masks)}
 
     def extra_repr(self) -> str:
-        return f"timm:{self.config.name}, in_chans={self.config.in_chans}, embed_dim={self.embed_dim}"
+        return f"{self.config.name}, in_chans={self.config.in_chans}, embed_dim={self.embed_dim}"
