@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast install bench bench-vs-sp clean
+.PHONY: demo test test-fast install bench bench-vs-sp bench-peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# SimCLR on sslkit's small CNN over the built-in 'glyphs' (recipes/demo-glyphs.yaml), into runs/demo-<time>;
+# it ends with the kNN table and RUN_DIR/learning_curve.png.
 demo: $(STAMP)
-	$(BIN)/sslkit pretrain --data shapes --recipe recipes/dinov2-tiny.yaml
+	$(BIN)/sslkit pretrain --recipe recipes/demo-glyphs.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
@@ -44,6 +46,19 @@ $(BENCH_VENV)/.installed: pyproject.toml constraints.txt
 
 bench-vs-sp: $(BENCH_VENV)/.installed
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BENCH_VENV)/bin/python benchmarks/vs_stable_pretraining.py
+
+# The accuracy comparison with lightly (issue 18, item 2) needs lightly 1.6 and its dependencies: they
+# live in their own venv, like stable-pretraining's. ARGS passes options, e.g. ARGS="--methods mae --seeds 0 --steps 22".
+PEERS_VENV := .venv-peers
+$(PEERS_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet -c constraints.txt torch torchvision
+	$(PEERS_VENV)/bin/pip install --quiet -c constraints.txt -e .
+	$(PEERS_VENV)/bin/pip install --quiet -c constraints.txt 'lightly==1.6.*'
+	touch $@
+
+bench-peers: $(PEERS_VENV)/.installed
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PEERS_VENV)/bin/python benchmarks/peer_parity.py $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

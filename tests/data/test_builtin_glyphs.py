@@ -40,8 +40,20 @@ def test_glyph_is_where_the_mask_says():
         item = ds[i]
         image, mask = item["image"][0], item["mask"]
         inside, outside = image[mask].mean(), image[~mask].mean()
-        # The glyph's grey level differs from the background's by >= 0.5 where fully covered.
-        assert abs(float(inside - outside)) > 0.2
+        # Glyph and background sit in opposite grey bands ([0, 0.3] and [0.7, 1]).
+        assert abs(float(inside - outside)) > 0.3
+
+
+def test_both_polarities_and_narrow_grey_bands():
+    ds = GlyphsDataset("train", num_samples=200, background="noise")
+    light = []
+    for i in range(200):
+        item = ds[i]
+        background = float(item["image"][0][~item["mask"]].median())
+        glyph = float(item["color"][0])
+        light.append(background > 0.5)
+        assert (0.7 <= glyph <= 1.0) if background < 0.5 else (0.0 <= glyph <= 0.3)
+    assert 70 < sum(light) < 130
 
 
 def test_deterministic_access_order_free_and_seeded():

@@ -418,7 +418,11 @@ class ShapesDataset(torch.utils.data.Dataset):
 
 # --------------------------------------------------------------------------- glyphs
 
-_GLYPH_SCALE_RANGE = (0.35, 0.7)  # glyph side as a fraction of the image side
+_GLYPH_SCALE_RANGE = (0.3, 0.6)  # glyph side as a fraction of the image side
+# 'noise' background: a dark band and a light band of grey levels; each image puts its background in one
+# and its glyph in the other (polarity drawn with p 1/2).
+_GLYPH_DARK_LEVELS = (0.0, 0.3)
+_GLYPH_LIGHT_LEVELS = (0.7, 1.0)
 _GLYPH_MAX_ROTATION = math.radians(15)  # a 6 stays a 6 and a 9 a 9; more rotation is variation no augmentation covers
 
 
@@ -435,16 +439,19 @@ class GlyphsDataset(torch.utils.data.Dataset):
     Latent factors, each drawn per item from a generator seeded by (seed, split, i):
       - ``digit``: item ``i`` shows base digit ``i mod N`` of its split (N = 1437 / 360), so every
         handwriting sample appears equally often and classes are balanced as in the source;
-      - ``scale`` ~ U[0.35, 0.7]: side of the glyph's 8x8 box as a fraction of ``size``;
+      - ``scale`` ~ U[0.3, 0.6]: side of the glyph's 8x8 box as a fraction of ``size``;
       - ``rotation`` ~ U[-15°, 15°];
       - ``position`` (2,): the glyph's centre in [0, 1], uniform among centres keeping its box inside;
-      - ``color`` (3,): as ``ShapesDataset``, the first of 16 uniform candidates at distance ≥ 0.5
-        from the mean background colour under the glyph (else the farthest); grey candidates on the
-        default background, RGB on the others.
-    Backgrounds: ``"noise"`` (default) — one random grey level plus i.i.d. pixel noise of std 0.1, so
-    that nothing but the glyph's shape (and grey levels, which colour jitter changes) is shared by two
-    crops of an image; ``"texture"`` — a crop of one of scikit-image's photos and an RGB glyph;
-    ``"plain"`` — one uniform colour and an RGB glyph.
+      - polarity: with probability 1/2 a light background and a dark glyph, else the reverse;
+      - ``color`` (3,): on the default background a grey level drawn from the glyph's band — dark
+        [0, 0.3] or light [0.7, 1] — opposite to the background's; on the other backgrounds, as
+        ``ShapesDataset``, the first of 16 uniform RGB candidates at distance ≥ 0.5 from the mean
+        background colour under the glyph (else the farthest).
+    Backgrounds: ``"noise"`` (default) — one grey level from its band plus i.i.d. pixel noise of std 0.1.
+    What two crops of an image share is then the glyph's shape, its polarity (one bit) and grey levels
+    within bands that the brightness/contrast jitter covers — no colour, no texture, and no pair of
+    freely drawn grey levels that would tell the images of a batch apart. ``"texture"`` — a crop of one
+    of scikit-image's photos and an RGB glyph; ``"plain"`` — one uniform colour and an RGB glyph.
 
     Rendering: the digit's intensities (0..16 scaled to [0, 1]) are the glyph's alpha, resized and
     rotated bilinearly (4x supersampled, box-downsampled), composited over the background and
@@ -466,9 +473,9 @@ class GlyphsDataset(torch.utils.data.Dataset):
     BACKGROUNDS = ("noise", "texture", "plain")
     # Measured with compute_mean_std on the default train split (10 000 images, size 32).
     MEAN_STD = {
-        "noise": ((0.4992, 0.4992, 0.4992), (0.2819, 0.2819, 0.2819)),
-        "texture": ((0.4553, 0.4109, 0.3929), (0.2295, 0.2099, 0.2137)),
-        "plain": ((0.4993, 0.5018, 0.4979), (0.2774, 0.2777, 0.2774)),
+        "noise": ((0.4998, 0.4998, 0.4998), (0.3450, 0.3450, 0.3450)),
+        "texture": ((0.4548, 0.4064, 0.3866), (0.2318, 0.2107, 0.2136)),
+        "plain": ((0.5018, 0.4981, 0.5024), (0.2806, 0.2803, 0.2801)),
     }
 
     def __init__(
@@ -504,14 +511,14 @@ class GlyphsDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
-    def _draw_background(self, rng: np.random.Generator) -> np.ndarray:
-        """(size, size, 3) float32 in [0, 1]. ``noise``: one random grey level plus i.i.d. pixel noise of
-        std 0.1 (noise that two crops of one image cannot share once resized); the other kinds are
-        ``ShapesDataset``'s."""
+    def _draw_background(self, rng: np.random.Generator, light: bool) -> np.ndarray:
+        """(size, size, 3) float32 in [0, 1]. ``noise``: one grey level from the light or the dark band plus
+        i.i.d. pixel noise of std 0.1 (noise that two crops of one image cannot share once resized); the
+        other kinds are ``ShapesDataset``'s."""
         if self.background != "noise":
             return self._backgrounds._draw_background(rng)
         n = self.size
-        level = rng.random()
+        level = rng.uniform(*(_GLYPH_LIGHT_LEVELS if light else _GLYPH_DARK_LEVELS))
         grey = level + rng.normal(0.0, 0.1, size=(n, n, 1))
         return np.clip(np.repeat(grey, 3, axis=2), 0.0, 1.0).astype(np.float32)
 
@@ -529,14 +536,20 @@ class GlyphsDataset(torch.utils.data.Dataset):
 
     def _render(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
         rng = np.random.default_rng([_STREAM_SALT, 1, self.seed, _SPLIT_STREAM[self.split], index])
-        background = self._draw_background(rng)
+        light_background = bool(rng.random() < 0.5)
+        background = self._draw_background(rng, light_background)
         base = index % len(self._digit_labels)
         scale = float(rng.uniform(*_GLYPH_SCALE_RANGE))
         rotation = float(rng.uniform(-_GLYPH_MAX_ROTATION, _GLYPH_MAX_ROTATION))
         position = rng.uniform(scale / 2, 1 - scale / 2, size=2)
         # Grey glyphs on the grey 'noise' background: a colour that crops of one image share would be a
         # shortcut for self-supervision (what the augmentations cannot remove), not the class.
-        candidates = rng.random((16, 1)).repeat(3, axis=1) if self.background == "noise" else rng.random((16, 3))
+        # Their levels come from two narrow bands (one for the background, the other for the glyph) that
+        # the brightness/contrast jitter covers: freely drawn, a pair of grey levels would tell the images of
+        # a batch apart better than their shapes. The random polarity keeps raw pixels a poor feature.
+        band = _GLYPH_DARK_LEVELS if light_background else _GLYPH_LIGHT_LEVELS
+        candidates = (rng.uniform(*band, size=(16, 1)).repeat(3, axis=1) if self.background == "noise"
+                      else rng.random((16, 3)))
         alpha = self._draw_alpha(self._digits[base], scale, position, rotation)
         local = (alpha[:, :, None] * background).sum((0, 1)) / max(float(alpha.sum()), 1e-6)
         distance = np.linalg.norm(candidates - local, axis=1)
