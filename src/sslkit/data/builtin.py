@@ -40,6 +40,28 @@ def _check_size(size: int, name: str) -> None:
         raise DataError(f"{name}: size must be an integer of at least 8 pixels, got {size!r}.")
 
 
+def _check_procedural(name: str, split: str, size: int, background: str, backgrounds: tuple, num_samples: int,
+                      background_noise: float) -> None:
+    """The argument checks shared by the procedural datasets (shapes, glyphs): one sentence each."""
+    _check_split(split, name)
+    _check_size(size, name)
+    if background not in backgrounds:
+        raise DataError(f"{name}: unknown background {background!r}; use one of {list(backgrounds)}.")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise DataError(f"{name}: num_samples must be a positive integer, got {num_samples!r}.")
+    if not background_noise >= 0:
+        raise DataError(f"{name}: background_noise must be a standard deviation >= 0, got {background_noise!r}.")
+
+
+def _item_index(index: int, n: int, name: str) -> int:
+    """``index`` in [0, n), negative indices counted from the end as for a list; IndexError otherwise."""
+    if -n <= index < 0:
+        return index + n
+    if not 0 <= index < n:
+        raise IndexError(f"{name} index {index} out of range for {n} items.")
+    return index
+
+
 # Seeded per-item streams of both datasets: item i of a split draws from (salt, seed, split, i).
 _SPLIT_STREAM = {"train": 0, "test": 1}
 _STREAM_SALT = 0x5A4E  # keeps these streams apart from other seeded uses of (seed, index)
@@ -286,18 +308,9 @@ class ShapesDataset(torch.utils.data.Dataset):
         cache: bool = True,
         background_noise: float = 0.0,
     ):
-        _check_split(split, "ShapesDataset")
-        _check_size(size, "ShapesDataset")
-        if background not in self.BACKGROUNDS:
-            raise DataError(
-                f"ShapesDataset: unknown background {background!r}; use one of {list(self.BACKGROUNDS)}."
-            )
         if num_samples is None:
             num_samples = 4000 if split == "train" else 1000
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise DataError(f"ShapesDataset: num_samples must be a positive integer, got {num_samples!r}.")
-        if not background_noise >= 0:
-            raise DataError(f"ShapesDataset: background_noise must be a standard deviation >= 0, got {background_noise!r}.")
+        _check_procedural("ShapesDataset", split, size, background, self.BACKGROUNDS, num_samples, background_noise)
         self.background_noise = float(background_noise)
         self.split, self.num_samples, self.size = split, num_samples, size
         self.background, self.transform, self.seed, self.cache = background, transform, seed, cache
@@ -390,11 +403,7 @@ class ShapesDataset(torch.utils.data.Dataset):
         return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.num_samples:
-            if -self.num_samples <= index < 0:
-                index += self.num_samples
-            else:
-                raise IndexError(f"ShapesDataset index {index} out of range for {self.num_samples} items.")
+        index = _item_index(index, self.num_samples, "ShapesDataset")
         cached = self._cache.get(index)
         if cached is None:
             cached = self._render(index)
@@ -489,16 +498,9 @@ class GlyphsDataset(torch.utils.data.Dataset):
         cache: bool = True,
         background_noise: float = 0.0,
     ):
-        _check_split(split, "GlyphsDataset")
-        _check_size(size, "GlyphsDataset")
-        if background not in self.BACKGROUNDS:
-            raise DataError(f"GlyphsDataset: unknown background {background!r}; use one of {list(self.BACKGROUNDS)}.")
         if num_samples is None:
             num_samples = 10000 if split == "train" else 2000
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise DataError(f"GlyphsDataset: num_samples must be a positive integer, got {num_samples!r}.")
-        if not background_noise >= 0:
-            raise DataError(f"GlyphsDataset: background_noise must be a standard deviation >= 0, got {background_noise!r}.")
+        _check_procedural("GlyphsDataset", split, size, background, self.BACKGROUNDS, num_samples, background_noise)
         self.split, self.num_samples, self.size = split, num_samples, size
         self.background, self.transform, self.seed, self.cache = background, transform, seed, cache
         self.background_noise = float(background_noise)
@@ -566,11 +568,7 @@ class GlyphsDataset(torch.utils.data.Dataset):
         return image, alpha >= 0.5, factors
 
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.num_samples:
-            if -self.num_samples <= index < 0:
-                index += self.num_samples
-            else:
-                raise IndexError(f"GlyphsDataset index {index} out of range for {self.num_samples} items.")
+        index = _item_index(index, self.num_samples, "GlyphsDataset")
         cached = self._cache.get(index)
         if cached is None:
             cached = self._render(index)
