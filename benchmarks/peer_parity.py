@@ -1,0 +1,609 @@
+"""Accuracy parity with a peer library: sslkit against lightly 1.6 (issue 18, item 2).
+
+Needs the peer venv (``make bench-peers`` builds ``.venv-peers`` with ``lightly==1.6.*`` next to
+sslkit); the test environment does not have lightly. Exit code 2 if lightly is not importable.
+
+For every method that lightly ships (DINOv2, SimCLR, VICReg, MAE), each seed trains twice, once
+per library, on the same things:
+
+- backbone: sslkit's ViT (``sslkit.nn.vit.build_vit``, a timm ``VisionTransformer`` subclass) with
+  the tiny recipe's model settings (4 blocks, width 192, 3 heads, patch 4, no LayerScale), built
+  under the same seed, so both sides start from identical backbone weights. lightly's side calls
+  it through its plain interfaces: ``backbone(x)`` for the CLS token, ``forward_features(x, masks)``
+  for iBOT's masked tokens and ``forward_visible(x, masks)`` for MAE's visible-only encoder;
+  lightly's ``MaskedVisionTransformerTIMM`` wrapper is not used (it re-initialises the weights
+  and resamples the position table differently for the 16-px local crops);
+- crops: sslkit's views of the recipe (``build_views``: ``MultiCropAugmentation`` + collate),
+  one seeded stream (``AugmentedStream``), so both sides see bit-identical batches;
+- batch (64), steps (``--steps``), optimiser (AdamW with the recipe's betas), the recipe's peak lr
+  (``base_lr`` × sqrt(B/1024)), lr warm-up + cosine, weight-decay schedule, layer-wise lr decay
+  and patch-embed lr multiplier; for DINOv2 also the recipe's EMA-momentum and teacher-temperature
+  schedules, last-layer freeze and clipping at 3.0;
+- evaluator: the CLS features (DINOv2: the EMA teacher's backbone, both sides) of the 1437 train
+  images (bank) and 360 test images (queries) under sslkit's ``EvalTransform``; sslkit's kNN
+  (``knn_protocol``, k = 20, T = 0.07, softmax-weighted votes) and sslkit's linear probe
+  (``linear_probe``, a 5 lr × 2 wd sweep selected on a 10 % validation split of train).
+
+What is lightly's own on lightly's side: the heads, the losses, the masking utilities, the EMA
+update and the schedule functions, at lightly's defaults (class defaults, or lightly's example for
+a small backbone where a class default is sized for a 2048-d ResNet-50 and would not fit the CPU
+budget). ``NOTES`` lists, per method, every difference between the two sides.
+
+Usage (from the repository root)::
+
+    OMP_NUM_THREADS=1 .venv-peers/bin/python benchmarks/peer_parity.py [--methods dinov2,simclr,vicreg,mae]
+        [--seeds 0,1,2] [--steps 66] [--data digits] [--json FILE] [--resume] [--append-md FILE]
+
+``--resume`` keeps the runs already in ``--json`` that have the same settings (a stopped benchmark
+continues where it was). ``--append-md`` appends the result section to a Markdown file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sslkit.config import load_config
+from sslkit.data.augment import EvalTransform
+from sslkit.data.sources import TransformedDataset, open_data
+from sslkit.data.stream import AugmentedStream, StreamSampler
+from sslkit.engine.builders import build_backbone, build_method, build_schedules, build_views
+from sslkit.engine.module import PretrainModule
+from sslkit.engine.param_groups import dinov2_param_groups
+from sslkit.engine.schedules import lr_peak_from_batch
+from sslkit.eval.features import extract_features, raw_pixels
+from sslkit.eval.knn import KNNConfig, knn_protocol
+from sslkit.eval.linear import LinearProbeConfig, linear_probe
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("dinov2", "simclr", "vicreg", "mae")
+SIDES = ("sslkit", "lightly")
+LIGHTLY_SERIES = "1.6"
+KNN = KNNConfig(ks=(20,), temperature=0.07)
+# A small sweep: the probe's cost is negligible next to pretraining, but 39 heads are not needed here.
+PROBE = LinearProbeConfig(lrs=(1e-3, 3e-3, 1e-2, 3e-2, 0.1), weight_decays=(0.0, 1e-4), epochs=10, min_steps=500)
+TARGET_POINTS = 1.0  # sslkit >= best peer - 1 point kNN, on the mean over seeds
+
+# lightly's side, per method: what it is built from and where it differs from sslkit's recipe.
+LIGHTLY_SETTINGS = {
+    "dinov2": {"head_hidden_dim": 2048, "head_bottleneck_dim": 256, "head_out_dim": 2048, "koleo_weight": 0.1},
+    "simclr": {"head_hidden_dim": 2048, "head_out_dim": 128, "temperature": 0.5},
+    "vicreg": {"head_hidden_dim": 2048, "head_out_dim": 2048, "head_layers": 2},
+    "mae": {"decoder_dim": 512, "decoder_depth": 1, "decoder_num_heads": 16, "mask_ratio": 0.75,
+            "norm_pix_loss": False},
+}
+NOTES = {
+    "dinov2": (
+        "lightly: `DINOv2ProjectionHead(192, 2048, 256, 2048)` (class defaults hidden 2048 / bottleneck 256; "
+        "output 2048 instead of the default 65 536, which would cost ~5 s a step here; 2048 is also what "
+        "lightly's DINO example uses for a small backbone), one head shared by CLS and iBOT (lightly's default), "
+        "`DINOLoss` + `IBOTPatchLoss` (softmax centring, momentum 0.9) + 0.1 `KoLeoLoss`, "
+        "`random_block_mask` (half of the crops, 10–50 % of the patches), `update_momentum`; one "
+        "gradient clip at 3.0 over all student parameters (lightly's benchmark: Lightning's clip) and "
+        "weight decay off for biases and norms (`get_weight_decay_parameters`). sslkit: `DINOHead(192, 512, 256, "
+        "2048)`, the same losses, sslkit's own block masks, clipping per sub-module (backbone, head) at 3.0, "
+        "no weight decay on biases, norms and 1-D tensors. Same: 2×32 px + 6×16 px crops, student τ 0.1, "
+        "teacher τ 0.04, EMA 0.95→0.995, lr/wd schedules, layer decay 0.9, patch-embed lr ×0.2."),
+    "simclr": (
+        "lightly: `SimCLRProjectionHead(192, 2048, 128)` (class defaults: BatchNorm after both Linears, "
+        "the output BN with a learned shift), each view through the head separately (lightly's example), "
+        "`NTXentLoss()` at its default τ = 0.5. sslkit: `ProjectionMLP(192, 512, 128)` with the scale-only "
+        "output BN, both views in one head call, NT-Xent at the recipe's τ = 0.2."),
+    "vicreg": (
+        "lightly: `VICRegProjectionHead(192, 2048, 2048, num_layers=2)` (lightly's VICReg example; the class "
+        "default 8192-8192-8192 is 135 M parameters, 75× the backbone), `VICRegLoss()` (25/25/1). sslkit: "
+        "`ProjectionMLP(192, 512, 512, 3 layers)`, its VICReg loss at 25/25/1."),
+    "mae": (
+        "lightly: `MaskedVisionTransformerDecoderTIMM` (1 block, width 512, 16 heads; lightly's MAE example) "
+        "with its `decoder_embed`/prediction Linears, `random_token_mask` at 0.75, MSE on raw pixels "
+        "(lightly's default: no per-patch normalisation). sslkit: `MAEDecoder` (2 blocks, width 128, 4 heads), "
+        "its own random masks at 0.75, per-patch normalised pixel targets (`norm_pix_loss`). Both encoders "
+        "run the visible patches only (`ViT.forward_visible`)."),
+}
+
+
+# ----------------------------------------------------------------------------------------- setup
+
+
+def import_lightly():
+    """Import lightly or exit 2 with one sentence (it lives in the peer venv only)."""
+    if importlib.util.find_spec("lightly") is None:
+        print(f"lightly is not importable in {sys.executable}; run `make bench-peers`, which builds "
+              f".venv-peers with lightly=={LIGHTLY_SERIES}.* and runs this benchmark there.")
+        sys.exit(2)
+    import lightly
+
+    if not str(lightly.__version__).startswith(LIGHTLY_SERIES + "."):
+        print(f"warning: lightly {lightly.__version__} is installed; this benchmark was written for "
+              f"{LIGHTLY_SERIES}.x.", flush=True)
+    return lightly
+
+
+def seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)  # lightly's random_block_mask draws from Python's generator
+    np.random.seed(seed)
+
+
+def load_method_config(method: str, data: str, seed: int, steps: int, batch_size: int, train_size: int):
+    """The method's tiny recipe on ``data``, with its epoch count set so the run is ``steps`` steps long."""
+    iters_per_epoch = max(1, train_size // batch_size)  # what the engine uses (optim.iters_per_epoch: null)
+    epochs = (steps - 1e-6) / iters_per_epoch  # ceil(epochs * iters_per_epoch) == steps
+    overrides = [f"data.source={data}", f"trainer.seed={seed}", f"optim.batch_size={batch_size}",
+                 f"optim.epochs={epochs!r}", "trainer.precision=32-true", "monitor.baselines=false"]
+    cfg = load_config(ROOT / f"recipes/{method}-tiny.yaml", overrides)
+    schedules = build_schedules(cfg, iters_per_epoch, batch_size)
+    if schedules.total_iters != steps:
+        raise RuntimeError(f"schedules span {schedules.total_iters} steps, expected {steps}")
+    return cfg, schedules, iters_per_epoch
+
+
+def make_loader(cfg, data, steps: int) -> DataLoader:
+    """The seeded stream of the recipe's views: both sides iterate the same batches."""
+    augmentation, collate = build_views(cfg, data.channels, data.mean, data.std)
+    stream = AugmentedStream(data.train, augmentation, seed=cfg.trainer.seed)
+    b = cfg.optim.batch_size
+    return DataLoader(stream, batch_size=b, sampler=StreamSampler(b, steps), collate_fn=collate, num_workers=0,
+                      generator=torch.Generator().manual_seed(cfg.trainer.seed))
+
+
+def check_finite(loss: torch.Tensor, side: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{side}: non-finite loss {loss.item()} at step {step}")
+
+
+# ----------------------------------------------------------------------------------- sslkit side
+
+
+def train_sslkit(cfg, schedules, data, loader) -> tuple[nn.Module, list[float]]:
+    """The engine's training step (engine/module.py ``training_step``) without Lightning's logging."""
+    seed_all(cfg.trainer.seed)
+    method = build_method(cfg, data.channels).train()
+    groups = dinov2_param_groups(method.student, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult)
+    engine = PretrainModule(method, schedules, groups, clip_grad=cfg.optim.clip_grad, betas=cfg.optim.betas)
+    optimizer = engine.configure_optimizers()
+    losses = []
+    for step, batch in enumerate(loader):
+        values = schedules.at(step)
+        engine._apply_schedules(optimizer, values)
+        out = method(batch, **{name: values[name] for name in method.schedule_inputs})
+        loss = out["loss"]
+        check_finite(loss, "sslkit", step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.clip_grad and cfg.optim.clip_grad > 0:
+            for module in method.student.values():  # per sub-module, as the engine
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.clip_grad)
+        optimizer.step()
+        method.update_teacher(values["momentum"])
+        losses.append(float(loss.detach()))
+    return method.eval_backbone, losses
+
+
+# ---------------------------------------------------------------------------------- lightly side
+
+
+class LightlySchedules:
+    """The recipe's numbers through lightly's schedule functions (``lightly.utils.scheduler``)."""
+
+    def __init__(self, cfg, iters_per_epoch: int, total: int):
+        o, d = cfg.optim, cfg.dinov2
+        self.cfg, self.total = cfg, total
+        self.lr_peak = lr_peak_from_batch(o.base_lr, o.batch_size)
+        self.warmup = int(round(o.warmup_epochs * iters_per_epoch))
+        self.temp_warmup = int(round(d.warmup_teacher_temp_epochs * iters_per_epoch))
+        self.freeze_last = int(round(o.freeze_last_layer_epochs * iters_per_epoch)) if cfg.method == "dinov2" else 0
+
+    def at(self, step: int) -> dict:
+        from lightly.utils.scheduler import cosine_schedule, cosine_warmup_schedule, linear_warmup_schedule
+
+        o, d = self.cfg.optim, self.cfg.dinov2
+        return {
+            "lr": cosine_warmup_schedule(step, self.total, start_value=self.lr_peak, end_value=o.min_lr,
+                                         warmup_steps=self.warmup, warmup_start_value=0.0),
+            "wd": cosine_schedule(step, self.total, o.weight_decay, o.weight_decay_end),
+            "momentum": cosine_schedule(step, self.total, o.momentum_teacher, o.momentum_teacher_end),
+            "teacher_temp": linear_warmup_schedule(step, self.temp_warmup, d.warmup_teacher_temp, d.teacher_temp),
+            "last_layer_lr_multiplier": 0.0 if step < self.freeze_last else 1.0,
+        }
+
+
+def lightly_param_groups(modules: list[nn.Module], backbone, layer_decay: float, patch_embed_lr_mult: float):
+    """AdamW groups: lightly's weight-decay split (``get_weight_decay_parameters``) and the recipe's
+    layer-wise lr decay / patch-embed multiplier on the backbone (lightly's DINOv2 benchmark does the same)."""
+    from lightly.models.utils import get_weight_decay_parameters
+
+    _, no_decay = get_weight_decay_parameters(modules)
+    no_decay_ids = {id(p) for p in no_decay}
+    depth = len(backbone.blocks)
+    groups: dict[tuple, dict] = {}
+    for module in modules:
+        for name, param in module.named_parameters():
+            if not param.requires_grad:
+                continue
+            lr_mult = 1.0
+            if module is backbone:
+                lr_mult = layer_decay ** (depth + 1 - backbone.layer_id(name))
+                if name.startswith("patch_embed"):
+                    lr_mult *= patch_embed_lr_mult
+            key = (lr_mult, 0.0 if id(param) in no_decay_ids else 1.0, "last_layer" in name)
+            group = groups.setdefault(key, {"params": [], "lr_mult": key[0], "wd_mult": key[1], "last": key[2]})
+            group["params"].append(param)
+    return list(groups.values())
+
+
+def apply_lightly_values(optimizer, values: dict) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = values["lr"] * group["lr_mult"] * (values["last_layer_lr_multiplier"] if group["last"] else 1.0)
+        group["weight_decay"] = values["wd"] * group["wd_mult"]
+
+
+def _student_optimizer(cfg, modules, backbone):
+    groups = lightly_param_groups(modules, backbone, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult)
+    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.optim.betas), foreach=True)
+
+
+def train_lightly(cfg, iters_per_epoch: int, steps: int, data, loader) -> tuple[nn.Module, list[float]]:
+    method, s = cfg.method, LIGHTLY_SETTINGS[cfg.method]
+    seed_all(cfg.trainer.seed)
+    backbone = build_backbone(cfg, data.channels).train()  # the same weights as sslkit's under this seed
+    if method != "dinov2":
+        backbone.mask_token.requires_grad_(False)  # as sslkit: only iBOT uses the mask token
+    width, patch = backbone.embed_dim, backbone.patch_size
+    schedules = LightlySchedules(cfg, iters_per_epoch, steps)
+    losses: list[float] = []
+
+    if method == "dinov2":
+        from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
+        from lightly.models.modules import DINOv2ProjectionHead
+        from lightly.models.utils import random_block_mask, update_momentum
+
+        def make_head() -> nn.Module:
+            return DINOv2ProjectionHead(width, s["head_hidden_dim"], s["head_bottleneck_dim"], s["head_out_dim"])
+
+        head = make_head()
+        # The head's weight_norm cannot be deep-copied: like lightly's DINOv2 example, build the teacher's
+        # head with the constructor, then start it from the student's weights (as DINOv2 and sslkit do).
+        teacher_backbone, teacher_head = copy.deepcopy(backbone), make_head()
+        teacher_head.load_state_dict(head.state_dict())
+        for module in (teacher_backbone, teacher_head):
+            module.requires_grad_(False)
+            module.eval()
+        k = s["head_out_dim"]
+        dino_criterion, ibot_criterion, koleo_criterion = DINOLoss(output_dim=k), IBOTPatchLoss(output_dim=k), KoLeoLoss()
+        optimizer = _student_optimizer(cfg, [backbone, head], backbone)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        n_global, n_local = cfg.crops.n_global, cfg.crops.n_local
+        for step, batch in enumerate(loader):
+            values = schedules.at(step)
+            apply_lightly_values(optimizer, values)
+            g, loc = batch["global_crops"], batch["local_crops"]
+            grid = g.shape[-1] // patch
+            block_mask = random_block_mask(size=(g.shape[0], grid, grid))  # (n_g*B, h, w)
+            mask = block_mask.flatten(1)
+            with torch.no_grad():
+                t = teacher_backbone.forward_features(g)
+                t_cls_out = teacher_head(t["cls"])
+                t_masked_out = teacher_head(t["patch"][mask])
+            s_g = backbone.forward_features(g, masks=mask)
+            s_g_cls_out = head(s_g["cls"])
+            s_masked_out = head(s_g["patch"][mask])
+            s_l_cls_out = head(backbone.forward_features(loc)["cls"])
+            s_cls_out = torch.cat([s_g_cls_out, s_l_cls_out])
+            tau = values["teacher_temp"]
+            loss_dino = dino_criterion(teacher_out=list(t_cls_out.chunk(n_global)),
+                                       student_out=list(s_cls_out.chunk(n_global + n_local)), teacher_temp=tau)
+            loss_ibot = ibot_criterion(teacher_out=t_masked_out, student_out=s_masked_out, mask=block_mask,
+                                       teacher_temp=tau)
+            loss_koleo = sum(koleo_criterion(chunk) for chunk in s_g["cls"].chunk(n_global))
+            loss = loss_dino + loss_ibot + s["koleo_weight"] * loss_koleo
+            check_finite(loss, "lightly", step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
+            optimizer.step()
+            update_momentum(backbone, teacher_backbone, m=values["momentum"])
+            update_momentum(head, teacher_head, m=values["momentum"])
+            losses.append(float(loss.detach()))
+        return teacher_backbone, losses
+
+    if method in ("simclr", "vicreg"):
+        if method == "simclr":
+            from lightly.loss import NTXentLoss
+            from lightly.models.modules import SimCLRProjectionHead
+
+            head = SimCLRProjectionHead(width, s["head_hidden_dim"], s["head_out_dim"])
+            criterion = NTXentLoss(temperature=s["temperature"])
+        else:
+            from lightly.loss import VICRegLoss
+            from lightly.models.modules.heads import VICRegProjectionHead
+
+            head = VICRegProjectionHead(width, s["head_hidden_dim"], s["head_out_dim"], num_layers=s["head_layers"])
+            criterion = VICRegLoss()
+        optimizer = _student_optimizer(cfg, [backbone, head], backbone)
+        for step, batch in enumerate(loader):
+            apply_lightly_values(optimizer, schedules.at(step))
+            x0, x1 = batch["global_crops"].chunk(2)
+            z0, z1 = head(backbone(x0)), head(backbone(x1))  # one call per view, as lightly's examples
+            loss = criterion(z0, z1)
+            check_finite(loss, "lightly", step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        return backbone, losses
+
+    # MAE
+    from lightly.models import utils
+    from lightly.models.modules import MaskedVisionTransformerDecoderTIMM
+    from lightly.models.modules.masked_vision_transformer_timm import init_weights
+
+    num_patches = (cfg.crops.global_size // patch) ** 2
+    dim = s["decoder_dim"]
+    decoder_embed = nn.Linear(width, dim)
+    decoder = MaskedVisionTransformerDecoderTIMM(num_patches=num_patches, embed_dim=dim, depth=s["decoder_depth"],
+                                                 num_heads=s["decoder_num_heads"],
+                                                 num_prefix_tokens=backbone.num_prefix_tokens)
+    prediction_head = nn.Linear(dim, patch**2 * data.channels)
+    decoder_embed.apply(init_weights)
+    prediction_head.apply(init_weights)
+    criterion = nn.MSELoss()
+    optimizer = _student_optimizer(cfg, [backbone, decoder_embed, decoder, prediction_head], backbone)
+    seq = num_patches + backbone.num_prefix_tokens
+    for step, batch in enumerate(loader):
+        apply_lightly_values(optimizer, schedules.at(step))
+        images = batch["global_crops"]
+        b = images.shape[0]
+        idx_keep, idx_mask = utils.random_token_mask(size=(b, seq), mask_ratio=s["mask_ratio"])
+        # sslkit's ViT returns the visible tokens in position order: keep the index in the same order.
+        idx_keep = idx_keep.sort(dim=1).values
+        hidden = torch.ones(b, num_patches, dtype=torch.bool)
+        hidden.scatter_(1, idx_keep[:, 1:] - 1, False)  # idx 0 is the class token (never masked)
+        encoded = backbone.forward_visible(images, hidden)["tokens"]  # (b, 1 + visible, D)
+        x_decode = decoder_embed(encoded)
+        x_masked = x_decode.new_zeros(b, seq, dim)
+        x_masked = utils.set_at_index(x_masked, idx_keep, x_decode)
+        x_decoded = decoder(x_masked, idx_mask=idx_mask)
+        pred = prediction_head(utils.get_at_index(x_decoded, idx_mask))
+        target = utils.get_at_index(utils.patchify(images, patch), idx_mask - 1)
+        loss = criterion(pred, target)
+        check_finite(loss, "lightly", step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return backbone, losses
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def evaluate(model, data, image_size: int) -> dict:
+    """kNN (k=20, T=0.07) and linear-probe top-1 on CLS features; train split = bank, test = queries."""
+    t0 = time.perf_counter()
+    tf = EvalTransform(image_size, data.mean, data.std)
+    train_x, train_y = extract_features(model, TransformedDataset(data.bank, tf))
+    test_x, test_y = extract_features(model, TransformedDataset(data.queries, tf))
+    knn = knn_protocol(train_x, train_y, test_x, test_y, KNN, num_classes=data.num_classes).accuracy[20]
+    probe = linear_probe(train_x, train_y, test_x, test_y, PROBE, num_classes=data.num_classes)
+    return {"knn": knn, "linear": probe.test_accuracy, "linear_best": probe.best, "eval_s": time.perf_counter() - t0}
+
+
+def baselines(data, cfg, seeds: list[int]) -> dict:
+    """Raw pixels and a random-init backbone under the same evaluator (context for the table)."""
+    tf = EvalTransform(cfg.crops.global_size, data.mean, data.std)
+    out = {"raw_pixels": {}, "random_init": {}}
+    train_x, train_y = extract_features(raw_pixels, TransformedDataset(data.bank, tf))
+    test_x, test_y = extract_features(raw_pixels, TransformedDataset(data.queries, tf))
+    out["raw_pixels"]["knn"] = knn_protocol(train_x, train_y, test_x, test_y, KNN).accuracy[20]
+    knns = []
+    for seed in seeds:
+        seed_all(seed)
+        knns.append(evaluate(build_backbone(cfg, data.channels).eval(), data, cfg.crops.global_size)["knn"])
+    out["random_init"] = {"knn_per_seed": knns, "knn_mean": statistics.mean(knns)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def summarise(res: dict) -> dict:
+    """Per method: per-seed values of both sides, means, paired differences, verdict."""
+    out = {}
+    for method in res["methods"]:
+        runs = {side: {r["seed"]: r for r in res["runs"] if r["method"] == method and r["side"] == side}
+                for side in SIDES}
+        seeds = sorted(set(runs["sslkit"]) & set(runs["lightly"]))
+        if not seeds:
+            continue
+        entry = {"seeds": seeds}
+        for side in SIDES:
+            for key in ("knn", "linear", "train_s"):
+                values = [runs[side][s][key] for s in seeds]
+                entry[f"{side}_{key}"] = values
+                entry[f"{side}_{key}_mean"] = statistics.mean(values)
+        diffs = [runs["sslkit"][s]["knn"] - runs["lightly"][s]["knn"] for s in seeds]
+        entry["knn_diff"] = diffs
+        entry["knn_diff_mean"] = statistics.mean(diffs)
+        entry["knn_diff_sd"] = statistics.stdev(diffs) if len(diffs) > 1 else None
+        entry["best_peer_knn_mean"] = entry["lightly_knn_mean"]  # one peer ships every method here
+        entry["target_met"] = entry["sslkit_knn_mean"] >= entry["best_peer_knn_mean"] - TARGET_POINTS / 100
+        out[method] = entry
+    return out
+
+
+def report(res: dict) -> str:
+    summary = summarise(res)
+    c = res["settings"]
+    lines = [f"`{c['command']}` ({c['date']}; torch {res['versions']['torch']}, lightly "
+             f"{res['versions']['lightly']}, sslkit {res['versions']['sslkit']}; {c['threads']} thread; load average "
+             f"{res['load_before']:.2f} before / {res['load_after']:.2f} after). Data `{c['data']}` "
+             f"({c['n_train']} train / {c['n_test']} test, {c['image_size']} px); {c['steps']} steps of batch "
+             f"{c['batch_size']} per run; seeds {', '.join(map(str, c['seeds']))}. kNN: k = 20, T = 0.07 on the CLS "
+             f"features (DINOv2: EMA teacher); linear: sslkit's probe, 5 lr × 2 wd, selected on a 10 % validation "
+             f"split. Wall time: pretraining only, one process, one thread, sides interleaved.", ""]
+    rows = []
+    for method, e in summary.items():
+        per = lambda side, key: " / ".join(pct(v) for v in e[f"{side}_{key}"])  # noqa: E731
+        diff = " / ".join(f"{100 * d:+.1f}" for d in e["knn_diff"])
+        rows.append(f"| {method} | {per('sslkit', 'knn')} | **{pct(e['sslkit_knn_mean'])}** | "
+                    f"{per('lightly', 'knn')} | **{pct(e['lightly_knn_mean'])}** | "
+                    f"{100 * e['knn_diff_mean']:+.1f} ({diff}) | {pct(e['sslkit_linear_mean'])} "
+                    f"({per('sslkit', 'linear')}) | {pct(e['lightly_linear_mean'])} ({per('lightly', 'linear')}) | "
+                    f"{e['sslkit_train_s_mean']:.0f} ({' / '.join(f'{v:.0f}' for v in e['sslkit_train_s'])}) | "
+                    f"{e['lightly_train_s_mean']:.0f} ({' / '.join(f'{v:.0f}' for v in e['lightly_train_s'])}) | "
+                    f"{'met' if e['target_met'] else '**not met**'} |")
+    lines += ["| method | sslkit kNN % per seed | sslkit mean | lightly kNN % per seed | lightly mean | "
+              "sslkit − lightly, paired (per seed) | sslkit linear % mean (per seed) | "
+              "lightly linear % mean (per seed) | sslkit train s mean (per seed) | lightly train s mean (per seed) | "
+              "target: sslkit ≥ lightly − 1 |",
+              "|---|---|---:|---|---:|---|---|---|---|---|---|"] + rows
+    b = res.get("baselines")
+    if b:
+        lines += ["", f"Same evaluator, no pretraining: raw pixels kNN {pct(b['raw_pixels']['knn'])} %, random-init "
+                      f"ViT kNN {pct(b['random_init']['knn_mean'])} % (per seed "
+                      f"{' / '.join(pct(v) for v in b['random_init']['knn_per_seed'])})."]
+    lines += ["", "What differs between the two sides (everything else is shared, see the script's docstring):", ""]
+    lines += [f"- **{m}**: {NOTES[m]}" for m in summary]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def _shown_args(args: list[str]) -> list[str]:
+    """The command-line arguments without ``--append-md FILE`` (where the text goes is not a setting)."""
+    shown, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--append-md":
+            skip = True
+        elif not a.startswith("--append-md="):
+            shown.append(a)
+    return shown
+
+
+def write_json(path: Path, res: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(res, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--steps", type=int, default=66,
+                        help="training steps per run (default 66: the tiny recipes' 3 epochs of digits at batch 64)")
+    parser.add_argument("--data", default="digits", help="a labelled built-in dataset (default digits)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", type=Path, help="write every per-seed value here (rewritten after each run)")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in --json with the same settings")
+    parser.add_argument("--append-md", type=Path, help="append the result section to this Markdown file")
+    args = parser.parse_args(argv)
+
+    lightly = import_lightly()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    import sslkit
+    import timm
+
+    data = open_data(args.data, image_size=32)
+    if data.queries is None or not data.num_classes:
+        parser.error(f"--data {args.data}: a labelled dataset with a test split is needed for the evaluator")
+    settings = {"methods": methods, "seeds": seeds, "steps": args.steps, "data": args.data,
+                "batch_size": args.batch_size, "threads": torch.get_num_threads(), "image_size": 32,
+                "n_train": len(data.train), "n_test": len(data.queries), "knn": {"k": 20, "temperature": 0.07},
+                "probe": {"lrs": list(PROBE.lrs), "weight_decays": list(PROBE.weight_decays), "epochs": PROBE.epochs,
+                          "min_steps": PROBE.min_steps},
+                "lightly_settings": {m: LIGHTLY_SETTINGS[m] for m in methods},
+                "command": "OMP_NUM_THREADS=1 .venv-peers/bin/python benchmarks/peer_parity.py "
+                           + " ".join(_shown_args(argv if argv is not None else sys.argv[1:])),
+                "date": time.strftime("%Y-%m-%d")}
+    runs: list[dict] = []
+    if args.resume and args.json and args.json.is_file():
+        old = json.loads(args.json.read_text())
+        same = all(old["settings"].get(k) == settings[k] for k in ("steps", "data", "batch_size", "lightly_settings"))
+        if same:
+            runs = [r for r in old["runs"] if r["method"] in methods and r["seed"] in seeds]
+            print(f"resuming: {len(runs)} run(s) kept from {args.json}", flush=True)
+    res = {"settings": settings,
+           "versions": {"torch": torch.__version__, "lightly": lightly.__version__, "timm": timm.__version__,
+                        "sslkit": getattr(sslkit, "__version__", "?"), "python": platform.python_version()},
+           "load_before": os.getloadavg()[0], "methods": methods, "runs": runs}
+    print(f"torch {torch.__version__}, lightly {lightly.__version__}, {torch.get_num_threads()} thread(s), "
+          f"load average {res['load_before']:.2f}; {data.description}", flush=True)
+
+    done = {(r["method"], r["side"], r["seed"]) for r in runs}
+    for method in methods:
+        for i, seed in enumerate(seeds):
+            cfg, schedules, ipe = load_method_config(method, args.data, seed, args.steps, args.batch_size,
+                                                     len(data.train))
+            # Alternate which side goes first, so a drift in the machine's load does not favour one side.
+            order = SIDES if i % 2 == 0 else SIDES[::-1]
+            for side in order:
+                if (method, side, seed) in done:
+                    continue
+                loader = make_loader(cfg, data, args.steps)
+                load = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                if side == "sslkit":
+                    model, losses = train_sslkit(cfg, schedules, data, loader)
+                else:
+                    model, losses = train_lightly(cfg, ipe, args.steps, data, loader)
+                train_s = time.perf_counter() - t0
+                scores = evaluate(model, data, cfg.crops.global_size)
+                run = {"method": method, "side": side, "seed": seed, "steps": len(losses), "train_s": train_s,
+                       "load_at_start": load, "first_loss": losses[0], "final_loss": losses[-1],
+                       "loss_every_11": losses[::11], **scores}
+                runs.append(run)
+                print(f"{method:7s} {side:8s} seed {seed}: kNN {pct(scores['knn'])} %, linear {pct(scores['linear'])} %, "
+                      f"train {train_s:.0f} s, eval {scores['eval_s']:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}",
+                      flush=True)
+                del model
+                if args.json:
+                    res["load_after"] = os.getloadavg()[0]
+                    write_json(args.json, res)
+
+    cfg0, _, _ = load_method_config(methods[0], args.data, seeds[0], args.steps, args.batch_size, len(data.train))
+    res["baselines"] = baselines(data, cfg0, seeds)
+    res["load_after"] = os.getloadavg()[0]
+    res["summary"] = summarise(res)
+    text = report(res)
+    res["markdown"] = text
+    print("\n" + text)
+    if args.json:
+        write_json(args.json, res)
+    if args.append_md:
+        with open(args.append_md, "a") as f:
+            f.write("\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
