@@ -37,7 +37,7 @@ def test_wrapper_outputs_pooled_features_and_refuses_masks():
     (["model.arch=timm:resnet18", "optim.layer_decay=0.9"], "optim.layer_decay"),
     (["model.arch=timm:resnet18", "optim.layer_decay=1.0", "model.timm_kwargs={num_classes: 10}"], "num_classes"),
     (["model.arch=vit_huge"], "model.arch"),
-    (["model.timm_kwargs={drop_rate: 0.1}"], "timm:NAME only"),
+    (["model.timm_kwargs={drop_rate: 0.1}"], "applies to model.arch=timm:NAME or cnn_small only"),
 ])
 def test_bad_arch_settings_fail_with_one_sentence(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -73,3 +73,20 @@ def test_pretrain_a_timm_cnn_and_load_it_in_plain_timm(tmp_path, method):
 
     encoder = load_encoder(out)
     assert encoder.kind == "timm" and encoder.in_chans == 1
+
+
+def test_cnn_small_round_trips_through_export(tmp_path):
+    from sslkit.nn.export import save_backbone
+
+    torch.manual_seed(0)
+    net = TimmBackbone("cnn_small", in_chans=1).eval()
+    assert net.embed_dim == 256 and net.config.to_dict()["kind"] == "sslkit_cnn"
+    x = torch.randn(2, 1, 32, 32)
+    # Feature map at 1/8 resolution, pooled output = mean over it.
+    fmap = net.model.forward_features(x)
+    assert fmap.shape == (2, 256, 4, 4) and torch.allclose(net(x), fmap.mean((2, 3)))
+    save_backbone(net, tmp_path, mean=[0.5], std=[0.25], extra={"method": "simclr"})
+    loaded = sslkit.load_backbone(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+    assert loaded.meta["mean"] == [0.5]

@@ -200,7 +200,7 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
     """
     json_path, weights_path = _resolve(Path(path))
     meta = _read_meta(json_path)
-    timm_config = isinstance(meta["config"], dict) and meta["config"].get("kind") == "timm"
+    timm_config = isinstance(meta["config"], dict) and meta["config"].get("kind") in ("timm", "sslkit_cnn")
     try:
         config = TimmBackboneConfig.from_dict(meta["config"]) if timm_config else ViTConfig.from_dict(meta["config"])
     except (TypeError, ValueError) as err:
