@@ -196,6 +196,10 @@ class MonitorConfig:
     knn_temperature: float = 0.07
     max_bank_size: int = 20000  # training images used as the kNN memory bank
     baselines: bool = True  # also report raw pixels and a random-init backbone at the end
+    # What the kNN scores: "cls" (the backbone's output: a ViT's class token, a CNN's pooled features)
+    # or "mean" (a ViT's patch tokens averaged: what MAE's loss trains). The random-init baseline uses
+    # the same pooling; `sslkit evaluate --pooling` offers the same choice for the exported backbone.
+    knn_pooling: str = "cls"
     # Label-free RankMe / alpha-ReQ / LiDAR of the training embeddings (no extra forward pass):
     # a window of repr_samples images opens every repr_every_n_steps steps; null turns it off.
     repr_every_n_steps: Optional[int] = None
@@ -524,5 +528,10 @@ def validate(cfg: RunConfig) -> None:
                  f"Config key '{key}.paired_data' cannot be combined with noise_patch or lowpass_cutoff.")
             need(stage.lowpass_cutoff is None or 0 < stage.lowpass_cutoff <= 1,
                  f"Config key '{key}.lowpass_cutoff' must lie in (0, 1] (a fraction of the corner frequency) or be null, got {stage.lowpass_cutoff}.")
+    need(cfg.monitor.knn_pooling in ("cls", "mean"),
+         f"Config key 'monitor.knn_pooling' must be 'cls' or 'mean', got {cfg.monitor.knn_pooling!r}.")
+    if cfg.monitor.knn_pooling == "mean":
+        need(not is_pooled_arch(m.arch), f"Config key 'monitor.knn_pooling' = 'mean' needs a ViT's patch "
+                                         f"tokens; model.arch={m.arch} returns pooled features: use 'cls'.")
     need(cfg.trainer.checkpoint_every_n_steps >= 0,
          f"Config key 'trainer.checkpoint_every_n_steps' must be 0 (off) or positive, got {cfg.trainer.checkpoint_every_n_steps}.")

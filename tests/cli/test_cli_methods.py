@@ -38,6 +38,10 @@ def test_one_epoch_from_the_recipe(tmp_path, name):
     assert rankme and all(1.0 <= v <= 64.0 for v in rankme)
     report = json.loads((out / "report.json").read_text())
     assert set(report["knn_top1"]) == {"pretrained", "random_init", "raw_pixels"}
+    # MAE also reports its own objective on the held-out images, trained vs random init (finite, positive).
+    recon = report.get("heldout_reconstruction_loss", {})
+    assert (set(recon) == {"pretrained", "random_init"} and all(0 < v < 1e3 for v in recon.values())) \
+        if name == "mae" else not recon
     backbone = sslkit.load_backbone(out)
     # The exported backbone is the trained student: it differs from a fresh init of the same seed.
     assert backbone(torch.zeros(1, 1, 16, 16)).shape == (1, 64)

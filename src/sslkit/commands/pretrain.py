@@ -99,6 +99,10 @@ def run(args) -> int:
     result = pretrain(cfg, out, resume=args.resume, log=console.print)
     if result.knn:
         _print_knn_table(console, result, cfg.monitor.knn_k, cfg)
+    if result.reconstruction:
+        recon = result.reconstruction
+        console.print(f"held-out masked-patch loss (MAE's objective on the test split): pretrained "
+                      f"{recon['pretrained']:.3f}" + (f", random-init {recon['random_init']:.3f}" if "random_init" in recon else ""))
     console.print(f"done: {result.steps} steps; backbone in {out / 'backbone.safetensors'}; "
                   f"report in {out / 'report.json'}")
     return 0

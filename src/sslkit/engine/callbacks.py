@@ -12,6 +12,32 @@ from sslkit.eval.features import extract_features
 from sslkit.functional.knn import knn_accuracy
 
 
+KNN_POOLINGS = ("cls", "mean")  # the names of `sslkit evaluate --pooling`
+
+
+class MeanPatchTokens(torch.nn.Module):
+    """A ViT's patch tokens averaged over positions (after the final norm) instead of its class token.
+
+    What MAE trains: its loss reaches the patch tokens only, so the class token of a short MAE run is a
+    poor summary (He et al., arXiv 2111.06377, fine-tune with global average pooling for this reason).
+    """
+
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)["patch"].mean(dim=1)
+
+
+def knn_pooled(backbone: torch.nn.Module, pooling: str = "cls") -> torch.nn.Module:
+    """The feature extractor the kNN monitor scores: ``cls`` = the backbone's own output (a ViT's class
+    token, a CNN's pooled features), ``mean`` = :class:`MeanPatchTokens` (ViTs only; the config checks it)."""
+    if pooling not in KNN_POOLINGS:
+        raise ValueError(f"kNN pooling must be 'cls' or 'mean', got {pooling!r}.")
+    return backbone if pooling == "cls" else MeanPatchTokens(backbone)
+
+
 def knn_top1(model: Callable, bank: Dataset, queries: Dataset, num_classes: int, k: int = 20,
              temperature: float = 0.07, batch_size: int = 256) -> float:
     """kNN top-1 accuracy (weighted voting, spec dinov2.md step 7) of ``model``'s features, in [0, 1]."""
@@ -26,15 +52,16 @@ class KNNMonitor(L.Callback):
     """Log the evaluated backbone's (DINOv2: the teacher's) kNN accuracy every ``every_n_steps`` steps (0: at the end only)."""
 
     def __init__(self, bank: Dataset, queries: Dataset, num_classes: int, every_n_steps: int = 0,
-                 k: int = 20, temperature: float = 0.07):
+                 k: int = 20, temperature: float = 0.07, pooling: str = "cls"):
         self.bank, self.queries, self.num_classes = bank, queries, num_classes
+        self.pooling = pooling
         self.every_n_steps, self.k, self.temperature = every_n_steps, k, temperature
         self.history: list[tuple[int, float]] = []
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Optional[float]:
         if trainer.global_rank != 0:
             return None
-        backbone = pl_module.method.eval_backbone
+        backbone = knn_pooled(pl_module.method.eval_backbone, self.pooling)
         acc = knn_top1(backbone, self.bank, self.queries, self.num_classes, self.k, self.temperature)
         step = trainer.global_step
         self.history.append((step, acc))

@@ -27,7 +27,7 @@ from sslkit.data.paired import PairedDataset
 from sslkit.data.stream import AugmentedStream, CurriculumStream
 from sslkit.engine.builders import (build_augmentation, build_backbone, build_method, build_schedules, build_views,
                                     stages_of)
-from sslkit.engine.callbacks import KNNMonitor, knn_top1
+from sslkit.engine.callbacks import KNNMonitor, knn_pooled, knn_top1
 from sslkit.engine.checkpoints import LAST_CHECKPOINT, AtomicCheckpointIO, StepCheckpoint, readable_checkpoint
 from sslkit.engine.data_module import StreamDataModule
 from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after, write_csv
@@ -49,6 +49,7 @@ class PretrainResult:
     final_loss: Optional[float]
     knn: dict = field(default_factory=dict)  # name -> top-1 accuracy in [0, 1]
     knn_history: list = field(default_factory=list)
+    reconstruction: dict = field(default_factory=dict)  # MAE: name -> held-out masked-patch loss
 
 
 def build_stream(cfg: RunConfig, data: DataSplits, stage_starts: list[int], global_batch: int, log=print):
@@ -150,7 +151,8 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         monitor_cls = GatheredKNNMonitor if isinstance(strategy, SSLFSDPStrategy) else KNNMonitor
         monitor = monitor_cls(TransformedDataset(bank, eval_tf), TransformedDataset(data.queries, eval_tf),
                              data.num_classes, every_n_steps=cfg.monitor.knn_every_n_steps,
-                             k=cfg.monitor.knn_k, temperature=cfg.monitor.knn_temperature)
+                             k=cfg.monitor.knn_k, temperature=cfg.monitor.knn_temperature,
+                             pooling=cfg.monitor.knn_pooling)
         callbacks.append(monitor)
 
     if cfg.monitor.repr_every_n_steps is not None:
@@ -239,12 +241,26 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         if cfg.monitor.baselines:
             torch.manual_seed(t.seed)
             random_backbone = build_backbone(cfg, data.channels)
-            result.knn["random_init"] = knn_top1(random_backbone, monitor.bank, monitor.queries, data.num_classes,
+            result.knn["random_init"] = knn_top1(knn_pooled(random_backbone, cfg.monitor.knn_pooling), monitor.bank,
+                                                 monitor.queries, data.num_classes,
                                                  cfg.monitor.knn_k, cfg.monitor.knn_temperature)
             result.knn["raw_pixels"] = knn_top1(raw_pixels, monitor.bank, monitor.queries, data.num_classes,
                                                 cfg.monitor.knn_k, cfg.monitor.knn_temperature)
+    if monitor is not None and cfg.method == "mae":
+        from sslkit.eval.reconstruction import heldout_reconstruction_loss
+
+        def reconstruction(mae) -> float:
+            return heldout_reconstruction_loss(mae, monitor.queries, cfg.mae.mask_ratio, cfg.mae.norm_pix_loss,
+                                               seed=t.seed)
+
+        result.reconstruction["pretrained"] = reconstruction(module.method)
+        if cfg.monitor.baselines:
+            torch.manual_seed(t.seed)
+            result.reconstruction["random_init"] = reconstruction(build_method(cfg, data.channels))
     report = {"run_dir": str(out), "steps": result.steps, "final_loss": result.final_loss,
               "knn_top1": result.knn, "knn_k": cfg.monitor.knn_k,
+              # MAE only: its masked-patch loss on the held-out images (eval/reconstruction.py).
+              **({"heldout_reconstruction_loss": result.reconstruction} if result.reconstruction else {}), "knn_pooling": cfg.monitor.knn_pooling,
               "flops": None if flops_plan is None else {"total_planned": flops_plan["total"],
                                                         "ratio_to_full_resolution": flops_plan["ratio_to_full_resolution"]}, "knn_history": result.knn_history,
               "data": data.description}

@@ -27,7 +27,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from sslkit.config import ConfigError, TrainerConfig
-from sslkit.engine.callbacks import KNNMonitor, knn_top1
+from sslkit.engine.callbacks import KNNMonitor, knn_pooled, knn_top1
 from sslkit.nn.heads import DINOHead, ProjectionMLP
 from sslkit.nn.mae_decoder import MAEDecoder
 from sslkit.nn.vit import ViT
@@ -381,7 +381,8 @@ class GatheredKNNMonitor(KNNMonitor):
         backbone = full_backbone(pl_module.method.eval_backbone)  # every rank
         if trainer.global_rank != 0:
             return None
-        acc = knn_top1(backbone, self.bank, self.queries, self.num_classes, self.k, self.temperature)
+        acc = knn_top1(knn_pooled(backbone, self.pooling), self.bank, self.queries, self.num_classes, self.k,
+                       self.temperature)
         self.history.append((step, acc))
         for logger in trainer.loggers:
             logger.log_metrics({f"knn/top1_k{self.k}": acc}, step=step)
