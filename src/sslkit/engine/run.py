@@ -34,7 +34,8 @@ from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after, write_csv
 from sslkit.engine.metric_callbacks import RepresentationMonitor
 from sslkit.engine.module import PretrainModule
 from sslkit.engine.param_groups import dinov2_param_groups
-from sslkit.engine.strategy import GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone
+from sslkit.engine.strategy import (GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone,
+                                    wants_sync_batchnorm)
 from sslkit.eval.features import raw_pixels
 from sslkit.engine.learning_curve import plot_learning_curve
 from sslkit.nn.export import save_backbone
@@ -167,7 +168,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer = L.Trainer(
             accelerator=t.accelerator, devices=t.devices, strategy=strategy, precision=t.precision,
-            num_nodes=t.num_nodes, max_steps=1, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+            num_nodes=t.num_nodes, sync_batchnorm=wants_sync_batchnorm(t), max_steps=1, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
             log_every_n_steps=t.log_every_n_steps, use_distributed_sampler=False, enable_model_summary=False,
             enable_checkpointing=False,  # StepCheckpoint does it (see engine/checkpoints.py)
             enable_progress_bar=t.progress_bar,

@@ -258,6 +258,23 @@ def _outermost(model: nn.Module, classes: tuple[type[nn.Module], ...]) -> list[s
     return names
 
 
+def wants_sync_batchnorm(trainer_cfg: TrainerConfig) -> bool:
+    """Whether Lightning should turn every BatchNorm into ``nn.SyncBatchNorm`` (``Trainer(sync_batchnorm=)``).
+
+    SimCLR's and VICReg's projector BatchNorms normalise with the *global* batch in their references
+    (google-research/simclr ``--global_bn``, facebookresearch/vicreg ``convert_sync_batchnorm``); with
+    per-device statistics each rank would normalise its own slice (docs/method-audit.md, F4). So: on
+    whenever more than one process trains on accelerators. torch's SyncBatchNorm refuses CPU tensors,
+    so CPU processes keep per-process statistics (identical on one device; the gap is documented).
+    """
+    t = trainer_cfg
+    accelerator = str(t.accelerator).lower()
+    on_accelerator = accelerator in ("gpu", "cuda", "xpu", "hpu", "mps") or (
+        accelerator == "auto" and torch.cuda.is_available())
+    single = t.num_nodes == 1 and str(t.devices).strip() in ("1", "[0]")
+    return on_accelerator and not single
+
+
 def build_strategy(trainer_cfg: TrainerConfig):
     """The ``strategy=`` argument of ``lightning.Trainer`` for ``trainer_cfg``.
 
