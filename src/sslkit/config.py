@@ -450,10 +450,16 @@ def _validate_arch(cfg: "RunConfig", need) -> None:
         check_timm_name(arch[len("timm:"):] if arch.startswith("timm:") else arch)
     except ValueError as err:
         raise ConfigError(f"Config key 'model.arch' = {arch!r}: {err}") from None
-    need(cfg.method in ("simclr", "vicreg"),
-         f"model.arch={arch} has no patch tokens, but method '{cfg.method}' needs them (DINOv2's iBOT and "
-         "MAE mask patches): use an sslkit ViT (model.arch=vit_tiny|vit_small|vit_base|vit_large), "
-         "or method simclr/vicreg with a timm backbone.")
+    need(cfg.method in ("simclr", "vicreg", "dinov2"),
+         f"model.arch={arch} has no patch tokens, but method '{cfg.method}' needs them (MAE reconstructs "
+         "patches): use an sslkit ViT (model.arch=vit_tiny|vit_small|vit_base|vit_large), "
+         "or method simclr/vicreg/dinov2 with this backbone.")
+    if cfg.method == "dinov2":
+        need(cfg.dinov2.mask_probability == 0,
+             f"model.arch={arch} has no patch tokens for iBOT to mask: set dinov2.mask_probability=0 "
+             f"(DINO + KoLeo without iBOT, as DINO on a ResNet), got {cfg.dinov2.mask_probability}.")
+        need(not cfg.monitor.count_flops, f"monitor.count_flops counts a ViT's FLOPs; set it to false for "
+                                          f"model.arch={arch}.")
     need(cfg.optim.layer_decay == 1.0,
          f"Config key 'optim.layer_decay' = {cfg.optim.layer_decay} needs ViT blocks; set optim.layer_decay=1.0 "
          f"for model.arch={arch}.")

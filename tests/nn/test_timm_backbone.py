@@ -30,7 +30,9 @@ def test_wrapper_outputs_pooled_features_and_refuses_masks():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["method=dinov2", "model.arch=timm:resnet18", "optim.layer_decay=1.0"], "has no patch tokens"),
+    (["method=dinov2", "model.arch=timm:resnet18", "optim.layer_decay=1.0"], "set dinov2.mask_probability=0"),
+    (["method=dinov2", "model.arch=cnn_small", "optim.layer_decay=1.0", "dinov2.mask_probability=0",
+      "monitor.count_flops=true"], "monitor.count_flops counts a ViT's FLOPs"),
     (["method=mae", "model.arch=timm:resnet18", "optim.layer_decay=1.0", "crops.n_local=0", "crops.n_global=1"],
      "has no patch tokens"),
     (["model.arch=timm:resnet1800", "optim.layer_decay=1.0"], "timm has no model 'resnet1800'"),
@@ -90,3 +92,32 @@ def test_cnn_small_round_trips_through_export(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), net(x))
     assert loaded.meta["mean"] == [0.5]
+
+
+@pytest.mark.slow
+def test_dino_without_ibot_pretrains_a_cnn(tmp_path):
+    """DINOv2's recipe on sslkit's CNN: DINO + KoLeo with an EMA teacher, iBOT off (no patch tokens)."""
+    out = tmp_path / "dino-cnn"
+    code = main(["pretrain", "--recipe", str(RECIPES / "dinov2-tiny.yaml"), "--data", "digits", "--out", str(out),
+                 "model.arch=cnn_small", "dinov2.mask_probability=0", "optim.layer_decay=1.0",
+                 "optim.patch_embed_lr_mult=1.0", "data.image_size=16", "crops.global_size=16", "crops.local_size=8",
+                 "crops.n_local=2", "dinov2.head_out_dim=256", "dinov2.head_hidden_dim=64",
+                 "dinov2.head_bottleneck_dim=32", "optim.batch_size=16", "optim.iters_per_epoch=4", "optim.epochs=1",
+                 "optim.warmup_epochs=0.5", "trainer.progress_bar=false", "trainer.log_every_n_steps=1",
+                 "trainer.checkpoint_every_n_steps=4", "monitor.max_bank_size=300"])
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "train/dino_loss" in r]
+    assert len(steps) == 4 and all(r["train/ibot_loss"] == 0.0 for r in steps)
+    assert all(r["train/dino_loss"] > 0 and r["train/koleo_loss"] == r["train/koleo_loss"] for r in steps)
+    meta = json.loads((out / "backbone.json").read_text())
+    assert meta["config"]["kind"] == "sslkit_cnn"
+    teacher = sslkit.load_backbone(out)
+    # The export is the EMA teacher: it differs from the student saved in the checkpoint.
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    student = {k.split("student.backbone.", 1)[1]: v for k, v in state.items() if ".student.backbone." in k}
+    exported = teacher.state_dict()
+    name = next(k for k in student if k.endswith("weight") and student[k].ndim == 4)
+    assert not torch.equal(student[name], exported[name.removeprefix("model.")] if name.removeprefix("model.") in exported
+                           else exported[name])
+    assert teacher(torch.zeros(2, 1, 16, 16)).shape == (2, 256)

@@ -141,8 +141,9 @@ def build_views(cfg: RunConfig, channels: int, mean, std) -> tuple[MultiCropAugm
     seed = cfg.trainer.seed
     if cfg.method == "mae":
         collate = MultiCropCollate(cfg.model.patch_size, seed=seed, random_mask_ratio=cfg.mae.mask_ratio)
-    elif cfg.method == "dinov2":
-        collate = MultiCropCollate(cfg.model.patch_size, mask_probability=cfg.dinov2.mask_probability,
+    elif cfg.method == "dinov2":  # on a CNN: a 1-pixel grid, and no masks (config: mask_probability=0)
+        patch = 1 if is_pooled_arch(cfg.model.arch) else cfg.model.patch_size
+        collate = MultiCropCollate(patch, mask_probability=cfg.dinov2.mask_probability,
                                    mask_ratio=cfg.dinov2.mask_ratio, seed=seed)
     else:  # two views, no masks (a timm backbone has no patch grid: a 1-pixel grid of empty masks)
         patch = 1 if is_pooled_arch(cfg.model.arch) else cfg.model.patch_size

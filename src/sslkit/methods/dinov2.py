@@ -126,8 +126,9 @@ class DINOv2(SSLMethod):
         heads = self.guide if (guide and self.frozen_head) else self.teacher
         centers = ("guide_dino_center", "guide_ibot_center") if guide else ("dino_center", "ibot_center")
         feats = backbone.forward_features(global_crops)
-        cls, patch = feats["cls"], feats["patch"]
-        masked_patch = patch.flatten(0, 1)[mask_flat]  # (M, D), same order as the student's
+        cls = feats["cls"]
+        # (M, D), same order as the student's; a CNN has no patch tokens and no masks (DINO without iBOT).
+        masked_patch = feats["patch"].flatten(0, 1)[mask_flat] if "patch" in feats else cls[:0]
         n_cls = cls.shape[0]
         if self.separate_ibot_head:
             cls_logits = heads["dino_head"](cls)
@@ -166,7 +167,7 @@ class DINOv2(SSLMethod):
         backbone = self.student["backbone"]
         g = backbone.forward_features(global_crops, masks=masks)
         g_cls = g["cls"]
-        s_masked_patch = g["patch"].flatten(0, 1)[mask_flat]
+        s_masked_patch = g["patch"].flatten(0, 1)[mask_flat] if "patch" in g else g_cls[:0]
         has_local = local_crops is not None and local_crops.shape[0] > 0
         l_cls = backbone.forward_features(local_crops)["cls"] if has_local else g_cls[:0]
 
