@@ -9,15 +9,17 @@ resume restarts from, so the file never holds two futures of one run.
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import torch
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
+
+from sslkit.atomic_files import write_text_atomic
 
 
 def _plain(value: Any) -> Any:
@@ -81,13 +83,11 @@ def write_csv(jsonl_path: str | Path, csv_path: str | Path) -> None:
 
     records = read_metrics(jsonl_path)
     columns = ["step"] + sorted({k for r in records for k in r} - {"step"})
-    csv_path = Path(csv_path)
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(records)
-    os.replace(tmp, csv_path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(records)
+    write_text_atomic(csv_path, text.getvalue())
 
 
 def truncate_after(path: str | Path, step: int, keep_at_step: Optional[Callable[[dict], bool]] = None) -> None:
@@ -99,6 +99,4 @@ def truncate_after(path: str | Path, step: int, keep_at_step: Optional[Callable[
     kept = [r for r in read_metrics(path)
             if r.get("step") is None or r["step"] < step
             or (r["step"] == step and (keep_at_step is None or keep_at_step(r)))]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
