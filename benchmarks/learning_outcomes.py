@@ -160,15 +160,11 @@ def last_logged(metrics: Path, key: str) -> float | None:
 
 
 def t_interval(values: list[float]) -> tuple[float, float]:
-    """95 % Student-t interval of the mean (scipy's t quantile)."""
-    from scipy import stats
+    """95 % Student-t interval of the mean (the claims' helper, benchmarks/claims.py)."""
+    from claims import paired
 
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return (mean, mean)
-    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n)
-    return (mean - half, mean + half)
+    low, high = paired(values, 0.0, None)["ci95"]
+    return low, high
 
 
 def markdown(record: dict) -> str:
