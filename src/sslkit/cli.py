@@ -49,11 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     from sslkit.config import ConfigError
     from sslkit.data.errors import DataError
 
+    from sslkit.engine.run_interrupted import RunInterrupted
+
     try:
         return args.run(args)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"sslkit {args.verb}: {err}", file=sys.stderr)
         return 2
+    except RunInterrupted as stop:
+        print(f"sslkit {args.verb}: {stop}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

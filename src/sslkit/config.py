@@ -406,7 +406,10 @@ def read_recipe(recipe: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"Recipe file '{path}' does not exist; pass a path such as recipes/dinov2-tiny.yaml.")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"Recipe file '{path}' is not a text file (not UTF-8); pass a YAML recipe such as "
+                          "recipes/dinov2-tiny.yaml.") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"Recipe file '{path}' is not valid YAML: {err}") from err
     if not isinstance(tree, dict):
@@ -469,6 +472,61 @@ def _validate_arch(cfg: "RunConfig", need) -> None:
              "data, never downloaded); drop it.")
 
 
+# Lightning's precision strings (lightning.fabric _PRECISION_INPUT_STR), and the accelerators it knows.
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "xpu", "hpu", "tpu", "auto")
+# Upper bounds that no real ViT reaches: an absurd recipe or backbone.json fails before allocating.
+MAX_EMBED_DIM, MAX_DEPTH, MAX_PATCH = 16384, 256, 1024
+
+
+def _validate_trainer(t: "TrainerConfig", need) -> None:
+    """``trainer.*`` values that Lightning would otherwise reject with a traceback, or take silently."""
+    need(t.precision in PRECISIONS, f"Config key 'trainer.precision' got {t.precision!r}; expected one of "
+                                    f"{', '.join(PRECISIONS)} (bf16-mixed is the fast choice on CPUs with bf16).")
+    need(str(t.accelerator).lower() in ACCELERATORS,
+         f"Config key 'trainer.accelerator' got {t.accelerator!r}; expected one of {', '.join(ACCELERATORS)}.")
+    if t.strategy not in ("auto", "fsdp"):
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        known = StrategyRegistry.available_strategies()
+        need(t.strategy in known, f"Config key 'trainer.strategy' got {t.strategy!r}; expected auto, fsdp or one "
+                                  f"of Lightning's {', '.join(s for s in known if '_find_unused' not in s)}.")
+    devices = t.devices
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, int):
+        need(devices >= 1 or devices == -1, f"Config key 'trainer.devices' = {t.devices} must be a count >= 1, "
+                                            "-1 (all), 'auto' or a list of device indices such as '0,1'.")
+    else:
+        need(devices == "auto" or all(part.strip().isdigit() for part in str(devices).strip("[]").split(",")),
+             f"Config key 'trainer.devices' = {t.devices!r} must be a count >= 1, -1 (all), 'auto' or a list of "
+             "device indices such as '0,1'.")
+    need(t.num_nodes >= 1, f"Config key 'trainer.num_nodes' must be at least 1, got {t.num_nodes}.")
+    need(t.log_every_n_steps >= 1, f"Config key 'trainer.log_every_n_steps' must be at least 1, got {t.log_every_n_steps}.")
+    need(t.max_steps is None or t.max_steps >= 1,
+         f"Config key 'trainer.max_steps' = {t.max_steps} must be at least 1; leave it unset (null) to train the "
+         "whole schedule.")
+
+
+def _validate_model_shape(m: "ModelConfig", need) -> None:
+    """The ViT's width, depth and heads (preset values with the overrides applied) before anything is built."""
+    from sslkit.nn.vit import ARCHS
+
+    preset = ARCHS.get(m.arch, {})
+    width = m.embed_dim if m.embed_dim is not None else preset.get("embed_dim")
+    depth = m.depth if m.depth is not None else preset.get("depth")
+    heads = m.num_heads if m.num_heads is not None else preset.get("num_heads")
+    need(0 < m.patch_size <= MAX_PATCH, f"Config key 'model.patch_size' must lie in [1, {MAX_PATCH}], got {m.patch_size}.")
+    for key, value, top in (("model.embed_dim", width, MAX_EMBED_DIM), ("model.depth", depth, MAX_DEPTH),
+                            ("model.num_heads", heads, MAX_EMBED_DIM)):
+        need(value is None or 0 < value <= top, f"Config key '{key}' must lie in [1, {top}], got {value}.")
+    if width and heads:
+        need(width % heads == 0, f"Config key 'model.num_heads' = {heads} must divide the width {width} "
+                                 f"(model.embed_dim); e.g. {', '.join(str(h) for h in range(1, 17) if width % h == 0)}.")
+    need(m.num_registers >= 0, f"Config key 'model.num_registers' must be 0 or more, got {m.num_registers}.")
+    need(0 <= m.drop_path_rate < 1, f"Config key 'model.drop_path_rate' must lie in [0, 1), got {m.drop_path_rate}.")
+
+
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that the types alone cannot express."""
 
@@ -480,6 +538,9 @@ def validate(cfg: RunConfig) -> None:
 
     c, m, o, d = cfg.crops, cfg.model, cfg.optim, cfg.dinov2
     _validate_arch(cfg, need)
+    _validate_trainer(cfg.trainer, need)
+    if cfg.model.arch in VIT_PRESETS:
+        _validate_model_shape(m, need)
     need(c.n_global >= 1, f"Config key 'crops.n_global' must be at least 1, got {c.n_global}.")
     need(c.n_local >= 0, f"Config key 'crops.n_local' must be 0 or more, got {c.n_local}.")
     if cfg.method == "dinov2":

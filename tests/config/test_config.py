@@ -74,3 +74,54 @@ def test_missing_and_malformed_recipe_files(tmp_path):
 def test_round_trip_through_dict():
     cfg = load_config(RECIPES / "dinov2-tiny.yaml", ["optim.epochs=3"])
     assert load_config(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("trainer.precision=bogus", r"'trainer\.precision' got 'bogus'; expected one of 32-true, bf16-mixed"),
+    ("trainer.strategy=bogus", r"'trainer\.strategy' got 'bogus'; expected auto, fsdp or one of Lightning's ddp"),
+    ("trainer.accelerator=tpuu", r"'trainer\.accelerator' got 'tpuu'"),
+    ("trainer.devices=0", r"'trainer\.devices' = 0 must be a count >= 1"),
+    ("trainer.devices=-3", r"'trainer\.devices' = -3 must be a count >= 1"),
+    ("trainer.devices=gpu0", r"'trainer\.devices' = 'gpu0'"),
+    ("trainer.num_nodes=0", r"'trainer\.num_nodes' must be at least 1"),
+    ("trainer.log_every_n_steps=0", r"'trainer\.log_every_n_steps' must be at least 1"),
+    ("trainer.max_steps=0", r"'trainer\.max_steps' = 0 must be at least 1; leave it unset"),
+    ("model.num_heads=5", r"'model\.num_heads' = 5 must divide the width 192"),
+    ("model.embed_dim=1000000000", r"'model\.embed_dim' must lie in \[1, 16384\], got 1000000000"),
+    ("model.depth=-1", r"'model\.depth' must lie in \[1, 256\], got -1"),
+    ("model.patch_size=0", r"'model\.patch_size' must lie in \[1, 1024\], got 0"),
+    ("model.drop_path_rate=1.5", r"'model\.drop_path_rate' must lie in \[0, 1\)"),
+])
+def test_trainer_and_model_values_fail_at_start(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(RECIPES / "dinov2-tiny.yaml", [override])
+
+
+@pytest.mark.parametrize("override", ["trainer.devices=2", "trainer.devices=-1", "trainer.devices=auto",
+                                      "trainer.devices='0,1'", "trainer.strategy=ddp", "trainer.precision=bf16-mixed",
+                                      "trainer.max_steps=1", "model.num_heads=4"])
+def test_good_trainer_values_pass(override):
+    load_config(RECIPES / "dinov2-tiny.yaml", [override])
+
+
+def test_a_binary_recipe_is_one_sentence(tmp_path):
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="is not a text file"):
+        load_config(binary)
+
+
+def test_an_accelerator_this_machine_lacks_is_refused(monkeypatch):
+    import torch
+
+    from sslkit.engine.strategy import check_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = load_config(RECIPES / "dinov2-tiny.yaml", ["trainer.accelerator=gpu"])
+    with pytest.raises(ConfigError, match=r"torch sees no CUDA GPU here"):
+        check_accelerator(cfg.trainer)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"'trainer\.devices' = 4 asks for more GPUs than this machine has \(2\)"):
+        check_accelerator(load_config(RECIPES / "dinov2-tiny.yaml", ["trainer.accelerator=gpu", "trainer.devices=4"]).trainer)
+    check_accelerator(load_config(RECIPES / "dinov2-tiny.yaml", ["trainer.accelerator=gpu", "trainer.devices=2"]).trainer)

@@ -69,24 +69,31 @@ def quiet_lightning() -> None:
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    # "Received SIGTERM": sslkit says itself what it does with it (engine/interrupt.py).
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
 
 
 def run(args) -> int:
     from rich.console import Console
 
-    from sslkit.config import load_config, read_recipe
+    from sslkit.config import ConfigError, load_config, read_recipe
     from sslkit.engine.run import pretrain
 
     quiet_lightning()
     console = Console()
     overrides = list(args.overrides)
+    if args.data and any(o.split("=", 1)[0].strip() == "data.source" for o in overrides):
+        raise ConfigError(f"--data {args.data} and a data.source=... override both name the data; keep one.")
     if args.resume:
         if not args.out:
-            raise SystemExit("sslkit pretrain: --resume needs --out RUN_DIR (the run to continue).")
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue).")
+        if args.recipe:
+            raise ConfigError(f"--recipe {args.recipe} cannot be combined with --resume: a resumed run continues with "
+                              f"its own config.yaml; to train another recipe, start a new run with another --out.")
         base = Path(args.out) / "config.yaml"
         if not base.is_file():
-            raise SystemExit(f"sslkit pretrain: cannot resume, '{base}' does not exist.")
+            raise ConfigError(f"Cannot resume: '{base}' does not exist (is --out a run directory?).")
         recipe = read_recipe(base)
         recipe.pop("resolved", None)  # facts written for people, not recipe keys
     else:

@@ -98,7 +98,33 @@ def readable_checkpoint(directory: Path, log: Callable[[str], None] = print) -> 
     raise FileNotFoundError(f"Cannot resume: no checkpoint in '{directory}' can be read: {'; '.join(problems)}.")
 
 
-class StepCheckpoint(Callback):
+class BetweenStepsCheckpoint(Callback):
+    """A callback that saves checkpoints at a step's *start*, recorded as "step N done, N + 1 not begun".
+
+    At batch start Lightning has already counted the new batch as "ready"; a resume from that state
+    would treat it as a half-done batch and shift the logged step numbers by one.
+    :meth:`save_between_steps` records the state the weights are in.
+    """
+
+    _between_steps = False
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if not self._between_steps:
+            return
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        if progress is not None:
+            for counters in (progress["total"], progress["current"]):
+                counters["ready"] = counters["completed"]
+
+    def save_between_steps(self, trainer, path: Path) -> None:
+        self._between_steps = True
+        try:
+            trainer.save_checkpoint(path, weights_only=False)  # full state: optimiser, loops, callbacks
+        finally:
+            self._between_steps = False
+
+
+class StepCheckpoint(BetweenStepsCheckpoint):
     """Save ``step{N:07d}.ckpt`` every ``every_n_steps`` optimiser steps and point ``last.ckpt`` at it.
 
     The checkpoint of step N is written when step N + 1 *starts*, not when step N ends: Lightning
@@ -114,29 +140,13 @@ class StepCheckpoint(Callback):
             raise ValueError(f"StepCheckpoint needs every_n_steps >= 1, got {every_n_steps}.")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
         self._saved_step: Optional[int] = None
-        self._between_steps = False
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        # At batch start Lightning has already counted the new batch as "ready"; a resume from that
-        # state would treat it as a half-done batch and shift the logged step numbers by one.
-        # Record the state of "step N done, step N + 1 not begun", which is what the weights are.
-        if not self._between_steps:
-            return
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
-        if progress is not None:
-            for counters in (progress["total"], progress["current"]):
-                counters["ready"] = counters["completed"]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         step = trainer.global_step
         if step == 0 or step % self.every_n_steps or step == self._saved_step:
             return
         path = self.dirpath / f"step{step:07d}.ckpt"
-        self._between_steps = True
-        try:
-            trainer.save_checkpoint(path)
-        finally:
-            self._between_steps = False
+        self.save_between_steps(trainer, path)
         self._saved_step = step
         if trainer.is_global_zero:
             link_atomically(path, self.dirpath / LAST_CHECKPOINT)

@@ -8,6 +8,8 @@ The run directory holds: ``config.yaml`` (resolved), ``metrics.jsonl`` (+ ``metr
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,11 @@ from sslkit.engine.data_module import StreamDataModule
 from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after, write_csv
 from sslkit.engine.metric_callbacks import RepresentationMonitor
 from sslkit.engine.module import PretrainModule
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from sslkit.engine.interrupt import GracefulStop
+from sslkit.engine.run_interrupted import RunInterrupted
+from sslkit.engine.resume import check_resume
 from sslkit.engine.param_groups import dinov2_param_groups
 from sslkit.engine.strategy import (GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone,
                                     wants_sync_batchnorm)
@@ -120,8 +127,28 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     out = Path(out)
     t = cfg.trainer
     strategy = build_strategy(t)  # a bad trainer.fsdp_sharding is refused before anything is written
+    if resume:
+        check_resume(out, to_dict(cfg), t.max_steps)  # a resume that would change the run is refused first
     ckpt = prepare_run_dir(out, resume, log=log)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _pretrain_in(cfg, out, strategy, ckpt, log)
+    except BaseException:
+        # A run that failed before its first checkpoint leaves nothing worth keeping: remove the
+        # directory it created, so a retry with the same --out starts cleanly.
+        if created and not _has_checkpoint(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _has_checkpoint(out: Path) -> bool:
+    ckpt_dir = out / "checkpoints"
+    return ckpt_dir.is_dir() and any(ckpt_dir.iterdir())
+
+
+def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log) -> PretrainResult:
+    t = cfg.trainer
     L.seed_everything(t.seed, workers=True, verbose=False)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -141,6 +168,7 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     callbacks: list = _progress_bar(t.progress_bar)
     if t.checkpoint_every_n_steps > 0:
         callbacks.append(StepCheckpoint(ckpt_dir, t.checkpoint_every_n_steps))
+    callbacks.append(GracefulStop(out))  # SIGTERM / Ctrl-C: checkpoint at the next step, then RunInterrupted
     monitor = None
     eval_tf = EvalTransform(c.global_size, data.mean, data.std)
     if data.queries is not None and data.num_classes:
@@ -214,7 +242,11 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
         warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA teacher, on purpose
         # weights_only: a resumed checkpoint is loaded without unpickling arbitrary objects.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        except SIGTERMException:
+            # SIGTERM in the instant between GracefulStop's last look and Lightning's own: no new checkpoint.
+            raise RunInterrupted(signal.SIGTERM, trainer.global_step, out, None) from None
     if ckpt is not None:
         truncate_after(out / "metrics.jsonl", trainer.global_step)
 

@@ -32,7 +32,7 @@ from sslkit.nn.heads import DINOHead, ProjectionMLP
 from sslkit.nn.mae_decoder import MAEDecoder
 from sslkit.nn.vit import ViT
 
-__all__ = ["FSDP_SHARDING", "GatheredKNNMonitor", "SSLFSDPStrategy", "build_strategy", "clip_grad_norm_",
+__all__ = ["FSDP_SHARDING", "GatheredKNNMonitor", "SSLFSDPStrategy", "build_strategy", "check_accelerator", "clip_grad_norm_",
            "full_backbone", "sharding_group"]
 
 # Recipe value -> torch ShardingStrategy name. NO_SHARD is left out: it is DDP, use trainer.strategy=ddp.
@@ -275,6 +275,27 @@ def wants_sync_batchnorm(trainer_cfg: TrainerConfig) -> bool:
     return on_accelerator and not single
 
 
+def check_accelerator(trainer_cfg: TrainerConfig) -> None:
+    """Refuse an accelerator this machine does not have, or more GPUs than it has, in one sentence.
+
+    Lightning would raise a traceback deep inside ``Trainer``; this runs before anything is written.
+    """
+    accelerator = str(trainer_cfg.accelerator).lower()
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"Config key 'trainer.accelerator' = {trainer_cfg.accelerator!r}, but torch sees no "
+                              "CUDA GPU here (torch.cuda.is_available() is False); use trainer.accelerator=cpu, "
+                              "or run on a machine with a GPU and a CUDA build of torch.")
+        devices = trainer_cfg.devices
+        if isinstance(devices, int) or str(devices).strip().isdigit():
+            if int(devices) > torch.cuda.device_count():
+                raise ConfigError(f"Config key 'trainer.devices' = {devices} asks for more GPUs than this machine "
+                                  f"has ({torch.cuda.device_count()}); use trainer.devices=-1 for all of them.")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("Config key 'trainer.accelerator' = 'mps', but this machine has no Apple GPU; use "
+                          "trainer.accelerator=cpu.")
+
+
 def build_strategy(trainer_cfg: TrainerConfig):
     """The ``strategy=`` argument of ``lightning.Trainer`` for ``trainer_cfg``.
 
@@ -282,6 +303,7 @@ def build_strategy(trainer_cfg: TrainerConfig):
     an :class:`SSLFSDPStrategy` with the sharding of ``trainer.fsdp_sharding``; an unknown sharding
     raises :class:`~sslkit.config.ConfigError` (call this before anything is written).
     """
+    check_accelerator(trainer_cfg)
     sharding = str(trainer_cfg.fsdp_sharding).lower()
     if sharding not in FSDP_SHARDING:
         raise ConfigError(f"Config key 'trainer.fsdp_sharding' got {trainer_cfg.fsdp_sharding!r}; "
