@@ -4,11 +4,13 @@ directory, then ``os.replace`` (atomic on POSIX). Every layer that writes result
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
-__all__ = ["write_bytes_atomic", "write_text_atomic", "save_safetensors_with_json"]
+__all__ = ["write_bytes_atomic", "write_folder_atomic", "write_text_atomic", "save_safetensors_with_json"]
 
 
 def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
@@ -44,3 +46,31 @@ def save_safetensors_with_json(directory: Path, tensors: Mapping, weights_name: 
         for tmp in (tmp_weights, tmp_json):
             if tmp.exists():
                 tmp.unlink()
+
+
+def write_folder_atomic(out: str | os.PathLike, fill: Callable[[Path], None], overwrite: bool = False) -> None:
+    """Build a folder in a temporary sibling with ``fill(tmp)`` and rename it onto ``out``.
+
+    ``out`` is never half-written, and a failure in ``fill`` leaves an existing ``out`` as it was. An
+    existing ``out`` is refused unless ``overwrite``; then it is replaced as a whole, so no stale file
+    of an earlier result (a figure of a model no longer evaluated) survives next to the new ones.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"Output folder '{out}' already exists; choose another --out or pass --overwrite "
+                              "to replace it.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        fill(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a results folder is as readable as any other
+        if out.exists():
+            trash = out.parent / f".{out.name}.{uuid.uuid4().hex}.old"
+            os.replace(out, trash)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

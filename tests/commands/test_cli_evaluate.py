@@ -293,3 +293,37 @@ def test_segmentation_on_shapes_with_an_sslkit_backbone(tmp_path):
     assert seg["grid"] == [8, 8] and seg["mask_size"] == [32, 32] and seg["n_train"] == 200
     assert 0.0 < seg["miou"] <= 1.0 and seg["classes"] == ["background", "foreground"]
     assert report["settings"]["segmentation"]["epochs"] == 30
+
+
+def _small_labelled_folder(root, per_class=20):
+    from PIL import Image
+
+    for c, colour in (("dark", 40), ("light", 200)):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("L", (16, 16), color=colour + i).save(root / c / f"{i}.png")
+    return root
+
+
+def test_default_k_on_a_small_folder_keeps_the_ks_it_can_serve(tmp_path, capsys):
+    folder = _small_labelled_folder(tmp_path / "small")
+    out = tmp_path / "out"
+    assert main(["evaluate", "timm:resnet18", "--data", str(folder), "--protocols", "knn", "--image-size", "32",
+                 "--out", str(out), "--no-cache"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"][0]["results"]["knn"]["accuracy"]) == {"10", "20"}
+    assert "k = 100, 200 left out" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_out_is_refused_then_replaced_whole_with_overwrite(tmp_path, capsys):
+    folder = _small_labelled_folder(tmp_path / "small")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale_heatmap.png").write_bytes(b"old figure")
+    args = ["evaluate", "timm:resnet18", "--data", str(folder), "--protocols", "knn", "--knn-k", "5",
+            "--image-size", "32", "--out", str(out), "--no-cache"]
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "stale_heatmap.png").read_bytes() == b"old figure"
+    assert main([*args, "--overwrite"]) == 0
+    assert (out / "report.json").is_file() and not (out / "stale_heatmap.png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary left behind

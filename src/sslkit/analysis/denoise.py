@@ -36,8 +36,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from sslkit.atomic_files import write_folder_atomic
 from sslkit.data.errors import DataError
-from sslkit.data.noise import (DENOISE_JSON, copy_relative_paths, psnr, quantize, write_atomic_folder,
+from sslkit.data.noise import (DENOISE_JSON, copy_relative_paths, psnr, quantize,
                                write_image_file, write_json_atomic)
 from sslkit.functional.neighbor2neighbor import (gamma_ramp, lr_factor, neighbor2neighbor_loss,
                                                  neighbor_subsample, sample_neighbor_pairs)
@@ -75,6 +76,8 @@ class DenoiserTrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise DataError(f"Denoiser training: {name} must be a positive integer, got {value!r}.")
+        if self.depth > 8:
+            raise DataError(f"Denoiser training: depth must lie in 1..8 (poolings of the UNet), got {self.depth!r}.")
         if self.crop < 2:
             raise DataError(f"Denoiser training: crop must be at least 2 pixels, got {self.crop!r}.")
         if not self.lr > 0:
@@ -306,7 +309,7 @@ def apply_denoiser(model: UNet, dataset, out: str | os.PathLike, files: Sequence
         "noise": {k: v for k, v in (noise_meta or {}).items() if k != "files"},
         "extra": extra or {}, "files": files,
     }
-    write_atomic_folder(Path(out), fill, overwrite=overwrite)
+    write_folder_atomic(Path(out), fill, overwrite=overwrite)
     return DenoisedCopy(Path(out), files, meta["psnr_noisy"], meta["psnr_denoised"], meta)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sslkit.commands.run_dir import output_dir
+from sslkit.commands.run_dir import check_output_free, output_dir, write_results
 
 NAME = "align"
 
@@ -50,6 +50,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--no-null", action="store_true", help="skip the shuffled-rows permutation null")
     p.add_argument("--ridge", type=float, default=1e-6, help="ridge of the linear R² fit (default 1e-6, the spec's)")
     p.add_argument("--out", help="output directory (default runs/align-<data>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     p.add_argument("--image-size", type=int, help="input side (default: the model's training size, else 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset, the null's permutation and the R² split")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
@@ -119,10 +120,11 @@ def run(args) -> int:
     console = Console()
     settings = settings_from_args(args)
     out = output_dir(args.out, "align", Path(args.data).name if args.data else "features")
+    check_output_free(out, args.overwrite)  # before the work, not after it
     console.print(f"[bold]sslkit align[/bold] {len(args.models)} model(s) on {args.data or 'features files'}"
                   f"/{args.split} → {out}")
     report = align(args.models, args.data, settings, progress=True, log=console.print)
-    paths = write_align_report(report, out)
+    paths = write_results(out, lambda folder: write_align_report(report, folder), args.overwrite)
     print_tables(console, report)
     pngs = [p.name for key, p in paths.items() if key != "json"]
     console.print(f"report: {paths['json']}" + (f" and {', '.join(pngs)}" if pngs else ""))

@@ -78,9 +78,10 @@ def run_train(args) -> int:
     from sslkit.data.noise import open_clean_source
 
     console = Console()
-    noisy, meta = _open_noisy(args.data, args.channels)
+    # The settings first: a bad value costs no data loading.
     config = DenoiserTrainConfig(width=args.width, depth=args.depth, epochs=args.epochs, batch_size=args.batch_size,
                                  crop=args.crop, lr=args.lr, steps_per_epoch=args.steps_per_epoch, seed=args.seed)
+    noisy, meta = _open_noisy(args.data, args.channels)
     console.print(f"[bold]sslkit denoise train[/bold] on {len(noisy)} noisy images → {args.out}")
     result = train_denoiser(noisy, config, progress=True, log=console.print)
     sample = _psnr_sample(result.model, noisy, open_clean_source(meta))
@@ -105,6 +106,13 @@ def run_apply(args) -> int:
     console = Console()
     model = load_denoiser(args.model)
     noisy, meta = _open_noisy(args.data, args.channels)
+    data_channels = noisy[0]["image"].shape[0] if len(noisy) else model.config.channels
+    if data_channels != model.config.channels:
+        from sslkit.data.errors import DataError
+
+        raise DataError(f"The denoiser in '{args.model}' was trained on {model.config.channels}-channel images, but "
+                        f"'{args.data}' has {data_channels} channel(s); pass --channels {model.config.channels} or "
+                        "train a denoiser on this kind of image.")
     if args.clean:
         clean = open_image_source(args.clean)
     else:

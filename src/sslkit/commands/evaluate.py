@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sslkit.commands.run_dir import output_dir
+from sslkit.commands.run_dir import check_output_free, output_dir, write_results
 
 NAME = "evaluate"
 
@@ -65,6 +65,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--data", help="'shapes', 'digits', an image folder or a .csv/.txt path list")
     p.add_argument("--protocols", default="knn,linear,rankme", help="comma-separated protocols (see below)")
     p.add_argument("--out", help="output directory (default runs/evaluate-<data>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     p.add_argument("--pooling", default="cls", choices=[x for x in POOLINGS if x != "patch"],
                    help="features for the image-level protocols (default cls; 'cls+mean' = DINOv2 linear eval)")
     p.add_argument("--n-last-blocks", type=int, default=1, help="ViTs: concatenate the CLS of the last n blocks")
@@ -169,10 +170,11 @@ def run(args) -> int:
     console = Console()
     settings = settings_from_args(args)
     out = output_dir(args.out, "evaluate", Path(args.data).name if args.data else "features")
+    check_output_free(out, args.overwrite)  # before the work, not after it
     console.print(f"[bold]sslkit evaluate[/bold] {len(args.models)} model(s) on {args.data or 'features files'} "
                   f"({', '.join(settings.protocols)}) → {out}")
     report = evaluate(args.models, args.data, settings, progress=True, log=console.print)
-    paths = write_report(report, out)
+    paths = write_results(out, lambda folder: write_report(report, folder), args.overwrite)
     print_table(console, report)
     console.print(f"report: {paths['html']} and {paths['json']}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 
 def output_dir(out: Optional[str], *name_parts: str) -> Path:
@@ -16,3 +16,26 @@ def output_dir(out: Optional[str], *name_parts: str) -> Path:
         return Path(out)
     name = "-".join(part.replace(":", "-") for part in name_parts)
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_output_free(out: Path, overwrite: bool) -> None:
+    """Refuse an existing, non-empty ``--out`` before any work is done, unless ``--overwrite``.
+
+    The one overwrite policy of the verbs that write a results folder: refuse by default, replace
+    the folder as a whole with ``--overwrite`` (see :func:`write_results`).
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise FileExistsError(f"Output folder '{out}' already holds results; choose another --out or pass "
+                              "--overwrite to replace it.")
+
+
+def write_results(out: Path, write: Callable[[Path], dict], overwrite: bool) -> dict:
+    """``write(folder)`` into a temporary sibling of ``out``, then swap it in (no stale or half-written file).
+
+    Returns ``write``'s ``{name: path}`` with the paths moved to ``out``.
+    """
+    from sslkit.atomic_files import write_folder_atomic
+
+    written: dict = {}
+    write_folder_atomic(out, lambda tmp: written.update(write(tmp)), overwrite=overwrite or out.exists())
+    return {name: out / Path(path).name for name, path in written.items()}

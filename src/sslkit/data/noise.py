@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sslkit.atomic_files import write_folder_atomic
 from sslkit.data.errors import DataError
 
 __all__ = [
@@ -264,27 +263,6 @@ class NoisyCopy:
     meta: dict
 
 
-def write_atomic_folder(out: Path, fill: Callable[[Path], None], overwrite: bool = False) -> None:
-    """Build a folder in a temporary sibling and rename it onto ``out``, so ``out`` is never half-written."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"Output folder {out} already exists; choose another --out or pass --overwrite.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        fill(tmp)
-        if out.exists():
-            trash = out.parent / f".{out.name}.{uuid.uuid4().hex}.old"
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -345,7 +323,7 @@ def write_noisy_copy(dataset, out: str | os.PathLike, kind: str = "gaussian", le
         "seeding": "torch.Generator per image from SeedSequence([salt, seed, index])",
         "files": files,
     }
-    write_atomic_folder(Path(out), fill, overwrite=overwrite)
+    write_folder_atomic(Path(out), fill, overwrite=overwrite)
     return NoisyCopy(Path(out), files, meta["psnr_noisy"], meta)
 
 

@@ -51,6 +51,25 @@ SUPERVISED = ("knn", "linear", "fewshot", "segmentation", "robustness")
 DEFAULT_PROTOCOLS = ("knn", "linear", "rankme")
 
 
+def check_device(device: str) -> None:
+    """Refuse a device string torch cannot parse, or an accelerator this machine lacks, in one sentence."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"--device {device!r} is not a device torch knows ({err}); use cpu, cuda, cuda:1 or mps.") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device} asks for a CUDA GPU, but torch sees none here "
+                              "(torch.cuda.is_available() is False); use --device cpu.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s) "
+                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1}).")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: this machine has no Apple GPU; use --device cpu.")
+
+
 @dataclass
 class EvaluationSettings:
     """Everything that decides the numbers; all of it is written into the report.
@@ -86,6 +105,11 @@ class EvaluationSettings:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
         if unknown or not self.protocols:
             raise ConfigError(f"Unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be 0 or more, got {self.num_workers}.")
+        check_device(self.device)
         # One seed for everything random in the suite (validation split, episodes, segmentation head).
         self.linear.seed = self.fewshot.seed = self.segmentation.seed = self.seed
 
@@ -191,6 +215,11 @@ def evaluate(models: Sequence[Any], data: Optional[str], settings: Optional[Eval
         raise ConfigError("Pass at least one model to evaluate.")
     if "similarity" in settings.protocols and len(models) < 2:
         raise ConfigError("The 'similarity' protocol compares models; pass at least two.")
+    if "robustness" in settings.protocols:
+        # Checked now, not after every corruption pass: the names a user can type are the specs as
+        # given and the run directories' names.
+        specs = [str(m) for m in models]
+        resolve_reference(settings.robustness.reference, specs, [Path(s.rstrip("/")).name for s in specs])
     started = time.perf_counter()
     all_files = all(is_features_file(m) for m in models)
     opened: Optional[EvalData] = None
@@ -204,6 +233,13 @@ def evaluate(models: Sequence[Any], data: Optional[str], settings: Optional[Eval
                             "sub-folders or 'label' column); add labels or run only label-free protocols "
                             "(--protocols rankme,alpha_req).")
         n_train = len(opened.splits["train"])
+        if "knn" in settings.protocols and n_train < max(settings.knn.ks) and settings.knn.ks == KNNConfig().ks:
+            # The default neighbour counts are DINO's, made for ImageNet; a small set keeps those it can serve.
+            kept = tuple(k for k in settings.knn.ks if k <= n_train)
+            if kept:
+                log(f"kNN: k = {', '.join(str(k) for k in settings.knn.ks if k > n_train)} left out: the training "
+                    f"split has {n_train} images")
+                settings = dataclasses.replace(settings, knn=dataclasses.replace(settings.knn, ks=kept))
         if "knn" in settings.protocols and n_train < max(settings.knn.ks):
             # Checked before any feature is extracted, so the mistake costs no network pass.
             raise DataError(f"kNN with k={max(settings.knn.ks)} needs at least {max(settings.knn.ks)} training "

@@ -1,0 +1,116 @@
+"""The bad-input matrix (issue 23, item 2): each row runs the real CLI on one class of bad input.
+
+Every row must exit with status 2, print one sentence on stderr that names the key, file or value,
+and leave the working directory byte-identical (no file changed, no directory created).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from sslkit.cli import main
+from tiny_overrides import tiny_dinov2
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = str(ROOT / "recipes" / "dinov2-tiny.yaml")
+TINY = tiny_dinov2({"monitor.knn_every_n_steps": 0, "trainer.max_steps": 2})
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A finished tiny run, a noisy 1-channel copy, an RGB denoiser, a binary file and a small labelled folder."""
+    root = tmp_path_factory.mktemp("world")
+    assert main(["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", str(root / "run"), *TINY]) == 0
+    assert main(["noise", "--data", "digits", "--split", "test", "--kind", "gaussian", "--level", "50",
+                 "--out", str(root / "noisy")]) == 0
+    assert main(["denoise", "train", "--data", str(root / "noisy"), "--out", str(root / "rgb-denoiser"), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--width", "8", "--depth", "2", "--channels", "3"]) == 0
+    (root / "binary.yaml").write_bytes(bytes(range(256)) * 8)
+    (root / "results").mkdir()
+    (root / "results" / "report.json").write_text("{}")
+    return root
+
+
+ROWS = {
+    # pretrain: values passed through to Lightning and to the model
+    "precision": (["pretrain", "--recipe", RECIPE, "--out", "{root}/new", "trainer.precision=bogus"], "trainer.precision"),
+    "strategy": (["pretrain", "--recipe", RECIPE, "--out", "{root}/new", "trainer.strategy=bogus"], "trainer.strategy"),
+    "zero devices": (["pretrain", "--recipe", RECIPE, "--out", "{root}/new", "trainer.devices=0"], "trainer.devices"),
+    "gpu without gpu": (["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", "{root}/new",
+                         "trainer.accelerator=gpu"], "no CUDA GPU"),
+    "heads do not divide width": (["pretrain", "--recipe", RECIPE, "--out", "{root}/new", "model.num_heads=5"],
+                                  "model.num_heads"),
+    "absurd width": (["pretrain", "--recipe", RECIPE, "--out", "{root}/new", "model.embed_dim=1000000000"],
+                     "model.embed_dim"),
+    "negative depth": (["pretrain", "--recipe", RECIPE, "--out", "{root}/new", "model.depth=-1"], "model.depth"),
+    "zero max_steps": (["pretrain", "--recipe", RECIPE, "--out", "{root}/new", "trainer.max_steps=0"],
+                       "trainer.max_steps"),
+    "non-numeric": (["pretrain", "--recipe", RECIPE, "--out", "{root}/new", "optim.batch_size=big"],
+                    "optim.batch_size"),
+    "unknown key": (["pretrain", "--recipe", RECIPE, "--out", "{root}/new", "optim.base_lrr=0.1"], "optim.base_lrr"),
+    "binary recipe": (["pretrain", "--recipe", "{root}/binary.yaml", "--out", "{root}/new"], "binary.yaml"),
+    "missing recipe": (["pretrain", "--recipe", "{root}/nope.yaml", "--out", "{root}/new"], "nope.yaml"),
+    "missing data": (["pretrain", "--recipe", RECIPE, "--data", "{root}/no-such-folder", "--out", "{root}/new", *TINY],
+                     "no-such-folder"),
+    "conflicting data flags": (["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", "{root}/new",
+                                "data.source=shapes"], "both name the data"),
+    # pretrain --resume
+    "resume other data": (["pretrain", "--out", "{root}/run", "--resume", "--data", "shapes"], "data.source"),
+    "resume other recipe": (["pretrain", "--out", "{root}/run", "--resume", "--recipe", RECIPE], "--recipe"),
+    "resume finished": (["pretrain", "--out", "{root}/run", "--resume"], "is finished"),
+    "resume not a run": (["pretrain", "--out", "{root}/noisy", "--resume"], "config.yaml"),
+    "existing run": (["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", "{root}/run", *TINY], "--resume"),
+    # evaluate
+    "evaluate cuda": (["evaluate", "{root}/run", "--data", "digits", "--out", "{root}/new", "--device", "cuda"],
+                      "--device cuda"),
+    "evaluate bad device": (["evaluate", "{root}/run", "--data", "digits", "--out", "{root}/new", "--device", "gpu:x"],
+                            "--device"),
+    "evaluate zero batch": (["evaluate", "{root}/run", "--data", "digits", "--out", "{root}/new", "--batch-size", "0",
+                             "--no-cache"], "--batch-size"),
+    "evaluate unknown reference": (["evaluate", "{root}/run", "--data", "digits", "--out", "{root}/new", "--protocols",
+                                    "knn", "--robustness", "--reference", "nope"], "--reference 'nope'"),
+    "evaluate unknown protocol": (["evaluate", "{root}/run", "--data", "digits", "--out", "{root}/new", "--protocols",
+                                   "magic"], "magic"),
+    "evaluate k above the data": (["evaluate", "{root}/run", "--data", "digits", "--out", "{root}/new", "--protocols",
+                                   "knn", "--knn-k", "10,5000", "--no-cache"], "k=5000"),
+    "evaluate existing out": (["evaluate", "{root}/run", "--data", "digits", "--out", "{root}/results", "--protocols",
+                               "knn"], "--overwrite"),
+    "evaluate missing model": (["evaluate", "{root}/no-run", "--data", "digits", "--out", "{root}/new"], "no-run"),
+    # noise / denoise
+    "noise existing out": (["noise", "--data", "digits", "--split", "test", "--kind", "gaussian", "--level", "50",
+                            "--out", "{root}/noisy"], "--overwrite"),
+    "denoise depth": (["denoise", "train", "--data", "{root}/noisy", "--out", "{root}/new", "--depth", "9"], "depth"),
+    "denoise zero epochs": (["denoise", "train", "--data", "{root}/noisy", "--out", "{root}/new", "--epochs", "0"],
+                            "epochs"),
+    "denoise channels": (["denoise", "apply", "--model", "{root}/rgb-denoiser", "--data", "{root}/noisy", "--out",
+                          "{root}/new"], "3-channel"),
+}
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_bad_input_is_one_sentence_and_changes_nothing(world, capsys, row):
+    argv, needle = ROWS[row]
+    argv = [a.replace("{root}", str(world)) for a in argv]
+    before = snapshot(world)
+    capsys.readouterr()
+    cwd = os.getcwd()
+    try:
+        os.chdir(world)  # a verb that fell back to runs/... would show up in the snapshot
+        code = main(argv)
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2, (row, err)
+    assert lines and lines[-1].startswith(f"sslkit {argv[0]}: ") and needle in err, (row, err)
+    assert "Traceback" not in err
+    assert snapshot(world) == before, f"{row} changed files"
