@@ -82,7 +82,7 @@ def arm_overrides(arm: str, d: dict[str, Path], guidance: float) -> tuple[str, l
 
 
 def pretrain_arm(arm: str, d: dict[str, Path], epochs: float, guidance: float, seed: int, out: Path,
-                 quick: bool) -> float:
+                 quick: bool, extra: tuple[str, ...] = ()) -> float:
     from sslkit.config import load_config
     from sslkit.engine.run import pretrain
 
@@ -91,13 +91,13 @@ def pretrain_arm(arm: str, d: dict[str, Path], epochs: float, guidance: float, s
                   "monitor.knn_every_n_steps=0", "monitor.baselines=false", "trainer.checkpoint_every_n_steps=0"]
     if quick:
         overrides += ["optim.iters_per_epoch=4", "optim.warmup_epochs=0.5", "dinov2.warmup_teacher_temp_epochs=0.5"]
-    cfg = load_config(str(ROOT / "recipes" / recipe), overrides)
+    cfg = load_config(str(ROOT / "recipes" / recipe), overrides + list(extra))
     start = time.perf_counter()
     pretrain(cfg, out, log=lambda *_: None)
     return time.perf_counter() - start
 
 
-def eval_data(train: Path, test: Path):
+def eval_data(train: Path, test: Path, image_size: int = 32):
     """Train / test folders (item i = source item i) as one EvalData for the feature pass."""
     from sslkit.data.noise import open_noisy_copy
     from sslkit.eval.models import EvalData
@@ -107,7 +107,7 @@ def eval_data(train: Path, test: Path):
     base = train_set.dataset if hasattr(train_set, "dataset") else train_set
     return EvalData(source=str(train), splits={"train": train_set, "test": test_set}, channels=base.channels,
                     num_classes=base.num_classes, class_names=base.class_names, mean=tuple(base.mean),
-                    std=tuple(base.std), image_size=32, options={}, fingerprint=f"{train}|{test}")
+                    std=tuple(base.std), image_size=image_size, options={}, fingerprint=f"{train}|{test}")
 
 
 def evaluate(run: Path, data, quick: bool) -> dict:
@@ -135,6 +135,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 steps per epoch, a 2-epoch denoiser: a smoke run")
     parser.add_argument("--arms", default=",".join(ARMS),
                         help="arms to run (default all four; the claim (d) >= (a) + 3 needs only noisy,guided)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override for every arm (repeatable), e.g. a smaller ViT for more seeds")
+    parser.add_argument("--eval-size", type=int, default=32, help="image side of the evaluation (the training size)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "figures" / "noisy_curriculum"))
     args = parser.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -152,11 +155,11 @@ def main() -> None:
         work = out / f"{args.data}-sigma{level:g}"
         d = make_data(args.data, level, work, denoise_epochs, steps)
         psnr = json.loads((d["denoised_test"] / "denoise.json").read_text())
-        noisy_eval = eval_data(d["noisy_train"], d["noisy_test"])
-        denoised_eval = eval_data(d["denoised_train"], d["denoised_test"])
+        noisy_eval = eval_data(d["noisy_train"], d["noisy_test"], args.eval_size)
+        denoised_eval = eval_data(d["denoised_train"], d["denoised_test"], args.eval_size)
         for arm in arms:
             run = work / f"{arm}-seed{args.seed}"
-            seconds = pretrain_arm(arm, d, args.epochs, args.guidance, args.seed, run, args.quick)
+            seconds = pretrain_arm(arm, d, args.epochs, args.guidance, args.seed, run, args.quick, tuple(args.set))
             scores = evaluate(run, denoised_eval if arm == "denoised" else noisy_eval, args.quick)
             rows.append({"sigma": level, "arm": arm, **scores, "pretrain_seconds": seconds,
                          "psnr_noisy_test": psnr.get("psnr_noisy"), "psnr_denoised_test": psnr.get("psnr_denoised")})
@@ -164,6 +167,7 @@ def main() -> None:
                   f"  ({seconds:.0f} s)", flush=True)
     (out / f"noisy_curriculum-{args.data}-seed{args.seed}.json").write_text(
         json.dumps({"data": args.data, "epochs": args.epochs, "guidance": args.guidance, "seed": args.seed,
+                    "overrides": args.set, "eval_size": args.eval_size,
                     "rows": rows}, indent=2))
     print(f"\n{args.data}, {args.epochs:g} epochs, λ = {args.guidance:g}, seed {args.seed}\n")
     print("| σ | (a) noisy kNN / lin | (b) denoiser kNN / lin | (c) curriculum kNN / lin | (d) + guidance kNN / lin |"
