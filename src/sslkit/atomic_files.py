@@ -28,6 +28,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def _default_file_mode() -> int:
+    """0666 minus the process umask: the mode ``open()`` gives a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_safetensors_with_json(directory: Path, tensors: Mapping, weights_name: str, json_name: str, json_text: str,
                                metadata: Optional[dict] = None) -> None:
     """Weights + their JSON description, both written to temporary names first and renamed only once
@@ -39,6 +46,7 @@ def save_safetensors_with_json(directory: Path, tensors: Mapping, weights_name: 
     tmp_json = directory / f".{json_name}.{save_id}.tmp"
     try:
         save_file(dict(tensors), str(tmp_weights), metadata=metadata)
+        os.chmod(tmp_weights, _default_file_mode())  # safetensors writes 0600; weights are as readable as the JSON
         tmp_json.write_text(json_text, encoding="utf-8")
         os.replace(tmp_weights, directory / weights_name)
         os.replace(tmp_json, directory / json_name)

@@ -63,8 +63,11 @@ def test_resume_skips_a_truncated_newest_checkpoint(tmp_path):
 def test_no_readable_checkpoint_names_every_file(tmp_path):
     (tmp_path / "last.ckpt").write_bytes(b"garbage")
     (tmp_path / "step0000004.ckpt").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="no checkpoint .* can be read: 'last.ckpt'.*'step0000004.ckpt'"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint .* can be read: 'last.ckpt'.*'step0000004.ckpt'") as err:
         readable_checkpoint(tmp_path, log=lambda _: None)
+    # Whole reasons, not a cut-off first line that blames weights_only.
+    assert "'last.ckpt' (not a torch checkpoint" in str(err.value) and "'step0000004.ckpt' (empty file)" in str(err.value)
+    assert "weights_only" not in str(err.value)
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
         readable_checkpoint(tmp_path / "empty", log=lambda _: None)
 
@@ -85,7 +88,7 @@ def test_a_pickle_that_runs_code_is_refused_without_running_it(tmp_path):
     with open(tmp_path / "last.ckpt", "wb") as f:
         torch.save(evil, f)
     assert not marker.exists()
-    with pytest.raises(FileNotFoundError, match="can be read"):
+    with pytest.raises(FileNotFoundError, match="other than tensors and numbers: not a checkpoint sslkit wrote"):
         readable_checkpoint(tmp_path, log=lambda _: None)
     assert not marker.exists()
     # Sanity: the file really would run code under a plain unpickler.

@@ -90,7 +90,7 @@ def load_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(
             f"Cannot decode image {os.fspath(path)} ({error}); replace or remove the file, "
-            "or pass skip_bad_files=True to skip unreadable images."
+            "or pass data.skip_bad_files=true (Python: skip_bad_files=True) to skip unreadable images."
         ) from error
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()

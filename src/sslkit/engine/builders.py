@@ -171,24 +171,33 @@ def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> 
         if end <= start:
             raise ConfigError(f"Config key 'curriculum[{k}].fraction' leaves stage {k} with no step "
                               f"(the run has {total}); raise the fraction or train longer.")
-        length = end - start if (k > 0 and stage.restart_schedules) else total
-        stages.append((start, _schedules(cfg, length, iters_per_epoch, global_batch),
-                       k > 0 and stage.restart_schedules))
+        restart = k > 0 and stage.restart_schedules
+        length = end - start if restart else total
+        # A restarted stage is a short run of its own: its warm-ups (recipe values in epochs of the
+        # whole run) are capped at half of it, so a recipe fits any dataset size (fast-dinov2-tiny on
+        # 'shapes': a 62-step warm-up in a 46-step stage).
+        cap = length / 2 / iters_per_epoch if restart else None
+        stages.append((start, _schedules(cfg, length, iters_per_epoch, global_batch, cap), restart))
     return CurriculumSchedules(stages=tuple(stages), total_iters=total)
 
 
-def _schedules(cfg: RunConfig, total: int, iters_per_epoch: int, global_batch: int) -> DINOv2Schedules:
+def _schedules(cfg: RunConfig, total: int, iters_per_epoch: int, global_batch: int,
+               warmup_cap_epochs: Optional[float] = None) -> DINOv2Schedules:
     o, d = cfg.optim, cfg.dinov2
     dino = cfg.method == "dinov2"
+
+    def capped(epochs: float) -> float:
+        return epochs if warmup_cap_epochs is None else min(epochs, warmup_cap_epochs)
+
     try:
         return DINOv2Schedules(
             total_iters=total, iters_per_epoch=iters_per_epoch,
-            lr_peak=lr_peak_from_batch(o.base_lr, global_batch), lr_min=o.min_lr, lr_warmup_epochs=o.warmup_epochs,
+            lr_peak=lr_peak_from_batch(o.base_lr, global_batch), lr_min=o.min_lr, lr_warmup_epochs=capped(o.warmup_epochs),
             wd_start=o.weight_decay, wd_end=o.weight_decay_end,
             momentum_start=o.momentum_teacher, momentum_end=o.momentum_teacher_end,
             teacher_temp_start=d.warmup_teacher_temp, teacher_temp_end=d.teacher_temp,
             teacher_temp_warmup_epochs=d.warmup_teacher_temp_epochs if dino else 0,
-            freeze_last_layer_epochs=o.freeze_last_layer_epochs if dino else 0,
+            freeze_last_layer_epochs=capped(o.freeze_last_layer_epochs) if dino else 0,
         )
     except ValueError as err:  # e.g. a warm-up longer than the run: name the recipe keys
         raise ConfigError(f"{err} (recipe keys optim.epochs, optim.iters_per_epoch, optim.warmup_epochs, "

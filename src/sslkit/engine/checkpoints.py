@@ -78,6 +78,25 @@ def candidate_checkpoints(directory: Path) -> list[Path]:
     return ([last] if last.is_file() else []) + ordered
 
 
+def why_unreadable(path: Path, err: Exception) -> str:
+    """A short, whole-word reason why ``torch.load`` of a checkpoint failed (never a cut-off traceback line)."""
+    import pickle
+
+    text = str(err).strip()
+    if path.is_file() and path.stat().st_size == 0:
+        return "empty file"
+    if isinstance(err, KeyError):
+        return f"no {err} entry: not a Lightning checkpoint"
+    if "Unsupported global" in text or "GLOBAL" in text:
+        return "holds Python objects other than tensors and numbers: not a checkpoint sslkit wrote"
+    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
+        return "not a torch checkpoint (unreadable bytes: truncated, corrupt or another format)"
+    if "zip" in text.lower() or "PytorchStreamReader" in text or isinstance(err, (EOFError, RuntimeError)):
+        return "truncated or corrupt: not a complete torch archive"
+    first = text.splitlines()[0] if text else type(err).__name__
+    return first if len(first) <= 160 else first[:160].rsplit(" ", 1)[0] + " …"
+
+
 def readable_checkpoint(directory: Path, log: Callable[[str], None] = print) -> tuple[Path, int]:
     """The newest checkpoint in ``directory`` that loads, and its global step; damaged ones are named
     and skipped."""
@@ -90,9 +109,9 @@ def readable_checkpoint(directory: Path, log: Callable[[str], None] = print) -> 
             state = torch.load(path, map_location="cpu", weights_only=True)
             step = int(state["global_step"])
         except Exception as err:  # noqa: BLE001 - any failure to read means "not usable"
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            problems.append(f"'{path.name}' ({reason[:120]})")
-            log(f"checkpoint '{path}' cannot be read ({reason[:120]}); trying an older one")
+            reason = why_unreadable(path, err)
+            problems.append(f"'{path.name}' ({reason})")
+            log(f"checkpoint '{path}' cannot be read ({reason}); trying an older one")
             continue
         return path, step
     raise FileNotFoundError(f"Cannot resume: no checkpoint in '{directory}' can be read: {'; '.join(problems)}.")
