@@ -602,3 +602,25 @@ def validate(cfg: RunConfig) -> None:
                                          f"tokens; model.arch={m.arch} returns pooled features: use 'cls'.")
     need(cfg.trainer.checkpoint_every_n_steps >= 0,
          f"Config key 'trainer.checkpoint_every_n_steps' must be 0 (off) or positive, got {cfg.trainer.checkpoint_every_n_steps}.")
+
+
+def recipe_keys_help(width: int = 100) -> str:
+    """Every recipe key with its default, one section per paragraph (for ``sslkit pretrain --help``)."""
+    import textwrap
+
+    lines = []
+    for section in dataclasses.fields(RunConfig):
+        value = getattr(RunConfig(), section.name)
+        if dataclasses.is_dataclass(value):
+            items = " ".join(f"{f.name}={_show(getattr(value, f.name))}" for f in dataclasses.fields(value))
+            lines.append(textwrap.fill(items, width, initial_indent=f"  {section.name}: ",
+                                       subsequent_indent=" " * (len(section.name) + 4)))
+        else:
+            lines.append(f"  {section.name}: {_show(value)}")
+    return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)

@@ -61,6 +61,7 @@ ROWS = {
     "missing recipe": (["pretrain", "--recipe", "{root}/nope.yaml", "--out", "{root}/new"], "nope.yaml"),
     "missing data": (["pretrain", "--recipe", RECIPE, "--data", "{root}/no-such-folder", "--out", "{root}/new", *TINY],
                      "no-such-folder"),
+    "no recipe on a cpu": (["pretrain", "--data", "digits", "--out", "{root}/new"], "Without --recipe"),
     "conflicting data flags": (["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", "{root}/new",
                                 "data.source=shapes"], "both name the data"),
     # pretrain --resume

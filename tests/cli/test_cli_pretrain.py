@@ -32,6 +32,14 @@ def test_help_is_useful(capsys):
         main(["pretrain", "--help"])
     text = capsys.readouterr().out
     assert "key.sub=value" in text and "--resume" in text and "load_backbone" in text
+    # Every recipe key is listed with its default.
+    assert "teacher_temp=0.07" in text and "knn_pooling=cls" in text and "precision=32-true" in text
+
+
+def test_no_recipe_on_a_cpu_is_refused_with_the_tiny_recipe_to_use(tmp_path, capsys):
+    assert main(["pretrain", "--data", "digits", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Without --recipe" in err and "recipes/dinov2-tiny.yaml" in err and not (tmp_path / "run").exists()
 
 
 def test_console_script_is_installed():

@@ -26,9 +26,13 @@ output (--out, default runs/<recipe>-<data>-<time>):
 
 
 def add_parser(verbs) -> None:
+    from sslkit.config import recipe_keys_help
+
     p = verbs.add_parser("pretrain", help="pretrain a backbone (DINOv2, MAE, SimCLR, VICReg) and export it",
                          description="Pretrain a ViT (DINOv2, MAE, SimCLR or VICReg, as the recipe says) and export its backbone.",
-                         epilog=PRETRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         epilog=PRETRAIN_EPILOG + "\nrecipe keys (section: key=default; a recipe file sets them, key.sub=value "
+                                "overrides them):\n" + recipe_keys_help(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="'shapes', 'glyphs', 'digits', an image folder or a .csv/.txt path list "
                                   "(default: the recipe's data.source)")
     p.add_argument("--recipe", help="YAML recipe, e.g. recipes/dinov2-tiny.yaml (default: the DINOv2 ViT-S/16 defaults)")
@@ -60,6 +64,15 @@ def _print_knn_table(console, result, k: int, cfg=None) -> None:
         if key in result.knn:
             table.add_row(label, f"{100 * result.knn[key]:.1f}")
     console.print(table)
+
+
+def _accelerated(overrides: list[str]) -> bool:
+    """Whether the overrides ask for an accelerator (gpu, cuda, ...) rather than the CPU default."""
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key.strip() == "trainer.accelerator":
+            return value.strip().lower() not in ("cpu", "auto")
+    return False
 
 
 def quiet_lightning() -> None:
@@ -98,6 +111,10 @@ def run(args) -> int:
         recipe.pop("resolved", None)  # facts written for people, not recipe keys
     else:
         recipe = args.recipe
+        if recipe is None and not _accelerated(overrides):
+            raise ConfigError("Without --recipe, pretrain trains the DINOv2 ViT-S/16 defaults (224 px, 10 crops, "
+                              "125,000 steps): months on a CPU. Pass --recipe recipes/dinov2-tiny.yaml (minutes here), "
+                              "or --recipe recipes/dinov2-vits16.yaml with trainer.accelerator=gpu to mean it.")
     if args.data:
         overrides.insert(0, f"data.source={args.data}")
     cfg = load_config(recipe, overrides)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import signal
 import warnings
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from sslkit.engine.module import PretrainModule
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sslkit.engine.interrupt import GracefulStop
+from sslkit.engine.plain_progress import PlainProgress
 from sslkit.engine.run_interrupted import RunInterrupted
 from sslkit.engine.resume import check_resume
 from sslkit.engine.param_groups import dinov2_param_groups
@@ -119,7 +121,8 @@ class StepProgressBar(RichProgressBar):
 
 
 def _progress_bar(enabled: bool):
-    return [StepProgressBar(leave=True)] if enabled else []
+    # A bar on a terminal; elsewhere (a log file, a cluster job) PlainProgress prints lines instead.
+    return [StepProgressBar(leave=True)] if enabled and sys.stdout.isatty() else []
 
 
 def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -> PretrainResult:
@@ -199,7 +202,7 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
             num_nodes=t.num_nodes, sync_batchnorm=wants_sync_batchnorm(t), max_steps=1, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
             log_every_n_steps=t.log_every_n_steps, use_distributed_sampler=False, enable_model_summary=False,
             enable_checkpointing=False,  # StepCheckpoint does it (see engine/checkpoints.py)
-            enable_progress_bar=t.progress_bar,
+            enable_progress_bar=t.progress_bar and sys.stdout.isatty(),
             deterministic=t.deterministic or None,
         )
     world = trainer.world_size
@@ -216,6 +219,8 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
             f"({flops_plan['ratio_to_full_resolution']:.2f}x fewer than at full resolution)")
     max_steps = min(schedules.total_iters, t.max_steps) if t.max_steps else schedules.total_iters
     trainer.fit_loop.epoch_loop.max_steps = max_steps  # known only once the world size is
+    if t.progress_bar and not sys.stdout.isatty():
+        trainer.callbacks.append(PlainProgress(max_steps, global_batch, log=log))
 
     method = build_method(cfg, data.channels)
     module = PretrainModule(method, schedules, dinov2_param_groups(method.student, cfg.optim.layer_decay,
