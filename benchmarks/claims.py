@@ -155,7 +155,7 @@ def plot(claims: dict, path: Path) -> None:
     ax.set_yticks(range(len(entries)), [e[0] for e in reversed(entries)])
     ax.axvline(0, color="gray", lw=0.5)
     ax.set_xlabel("paired difference, points (mean, 95 % t interval; dots: seeds)")
-    ax.set_title("green holds · orange not shown · red refuted · grey no claim; bar: the bound", fontsize=9)
+    ax.set_title("green holds · orange not shown · red refuted · grey no claim\nblack bar: the claim's bound", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
 
