@@ -30,7 +30,8 @@ def test_string_strategies_pass_through_unchanged():
 
 
 @pytest.mark.parametrize("sharding", sorted(FSDP_SHARDING))
-def test_fsdp_strategy_is_configured(sharding):
+def test_fsdp_strategy_is_configured(sharding, monkeypatch):
+    import torch
     from timm.models.vision_transformer import Block
     from torch.distributed.fsdp import ShardingStrategy
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
@@ -39,7 +40,10 @@ def test_fsdp_strategy_is_configured(sharding):
     from sslkit.nn.mae_decoder import MAEDecoder
     from sslkit.nn.vit import ViT
 
-    # Built for GPUs (hybrid sharding is refused on the CPU, see below); nothing touches CUDA here.
+    # Built for GPUs (hybrid sharding is refused on the CPU, see below); nothing touches CUDA here, but
+    # the strategy refuses an accelerator the machine lacks, so this machine pretends to have one GPU.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     strategy = build_strategy(TrainerConfig(strategy="fsdp", fsdp_sharding=sharding, accelerator="cuda"))
     assert isinstance(strategy, SSLFSDPStrategy)
     assert strategy.sharding_strategy == ShardingStrategy[FSDP_SHARDING[sharding]]
