@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sslkit.atomic_files import write_folder_atomic
+from sslkit.atomic_files import write_folder_atomic, write_text_atomic
 from sslkit.data.errors import DataError
 
 __all__ = [
@@ -264,9 +263,7 @@ class NoisyCopy:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def _progress(iterable: Iterable, total: int, description: str, enabled: bool):

@@ -513,9 +513,11 @@ def plot_expectation_vs_accuracy(results: Sequence[TaskPriorResult], path: str |
 
 
 def _save_figure(fig, path: Path) -> None:
-    import os
+    import io
+
+    from sslkit.atomic_files import write_bytes_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=120, format="png")
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format="png")
+    write_bytes_atomic(path, buffer.getvalue())
