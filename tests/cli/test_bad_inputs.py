@@ -7,12 +7,15 @@ and leave the working directory byte-identical (no file changed, no directory cr
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from sslkit.cli import main
+from sslkit.engine.run_lock import LOCK_NAME, process_start_time
 from tiny_overrides import tiny_dinov2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +38,9 @@ def world(tmp_path_factory):
     assert main(["denoise", "train", "--data", str(root / "noisy"), "--out", str(root / "rgb-denoiser"), "--epochs", "1",
                  "--steps-per-epoch", "1", "--width", "8", "--depth", "2", "--channels", "3"]) == 0
     (root / "binary.yaml").write_bytes(bytes(range(256)) * 8)
+    (root / "locked").mkdir()  # held by a live process (pid 1 never ends)
+    (root / "locked" / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": 1,
+                                                          "started": process_start_time(1), "since": "then"}))
     (root / "results").mkdir()
     (root / "results" / "report.json").write_text("{}")
     return root
@@ -69,6 +75,8 @@ ROWS = {
     "resume other recipe": (["pretrain", "--out", "{root}/run", "--resume", "--recipe", RECIPE], "--recipe"),
     "resume finished": (["pretrain", "--out", "{root}/run", "--resume"], "is finished"),
     "resume not a run": (["pretrain", "--out", "{root}/noisy", "--resume"], "config.yaml"),
+    "run directory in use": (["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", "{root}/locked", *TINY],
+                             "in use by process 1"),
     "existing run": (["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", "{root}/run", *TINY], "--resume"),
     # evaluate
     "evaluate cuda": (["evaluate", "{root}/run", "--data", "digits", "--out", "{root}/new", "--device", "cuda"],

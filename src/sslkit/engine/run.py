@@ -42,6 +42,7 @@ from sslkit.engine.interrupt import GracefulStop
 from sslkit.engine.plain_progress import PlainProgress
 from sslkit.engine.run_interrupted import RunInterrupted
 from sslkit.engine.resume import check_resume
+from sslkit.engine.run_lock import RunLock
 from sslkit.engine.param_groups import dinov2_param_groups
 from sslkit.engine.strategy import (GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone,
                                     wants_sync_batchnorm)
@@ -132,11 +133,15 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
     strategy = build_strategy(t)  # a bad trainer.fsdp_sharding is refused before anything is written
     if resume:
         check_resume(out, to_dict(cfg), t.max_steps)  # a resume that would change the run is refused first
-    ckpt = prepare_run_dir(out, resume, log=log)
+    elif _has_checkpoint(out):
+        raise FileExistsError(f"Run directory '{out}' already holds a run; pass --resume to continue it "
+                              f"or choose another --out.")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _pretrain_in(cfg, out, strategy, ckpt, log)
+        with RunLock(out):  # one process per run directory; taken before anything in it is changed
+            ckpt = prepare_run_dir(out, resume, log=log)
+            return _pretrain_in(cfg, out, strategy, ckpt, log)
     except BaseException:
         # A run that failed before its first checkpoint leaves nothing worth keeping: remove the
         # directory it created, so a retry with the same --out starts cleanly.
