@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"sslkit {args.verb}: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        from sslkit.commands.write_failure import WRITE_ERRNOS, write_failure_message
+
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        print(f"sslkit {args.verb}: {write_failure_message(err, args.verb)}", file=sys.stderr)
+        return 2
     except RunInterrupted as stop:
         print(f"sslkit {args.verb}: {stop}", file=sys.stderr)
         return stop.exit_code

@@ -75,5 +75,18 @@ class KNNMonitor(L.Callback):
             self._measure(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self.finish(trainer, pl_module)
+
+    def finish(self, trainer, pl_module) -> None:
+        """Measure at the final step unless already done (also when a resumed run had no step left,
+        which Lightning ends without ``on_train_end``)."""
         if not self.history or self.history[-1][0] != trainer.global_step:
             self._measure(trainer, pl_module)
+
+    # The history travels in the checkpoint, so a resumed run's report and learning curve hold the
+    # measurements made before the interruption too.
+    def state_dict(self) -> dict:
+        return {"history": [[int(step), float(acc)] for step, acc in self.history]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [(int(step), float(acc)) for step, acc in state_dict.get("history", [])]

@@ -3,7 +3,7 @@
 A checkpoint is written to ``NAME.tmp`` in the same directory, flushed to disk and renamed over
 ``NAME`` (``os.replace`` is atomic on POSIX), then the directory entry is flushed. A ``kill -9`` or
 a power cut at any moment leaves either the old file or the new one, never half of one. A full disk
-raises one clear error and removes the partial temporary file.
+raises an error naming the checkpoint and removes the partial temporary file.
 
 On resume, ``last.ckpt`` is tried first, then the periodic ``step*.ckpt`` newest first; a file
 that does not load (truncated, corrupt, written by something else) is reported and skipped.
@@ -50,10 +50,9 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(err.errno, f"No space left to write checkpoint '{path}'; the previous checkpoints "
-                                     f"are intact. Free disk space, then continue with --resume.") from err
-        raise
+        # Name the checkpoint, not its temporary file; the CLI turns this into one sentence
+        # (commands/write_failure.py) that says the previous checkpoints are whole and how to resume.
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     _fsync_directory(path.parent)
 
 
@@ -176,10 +175,14 @@ def link_atomically(source: Path, target: Path) -> None:
     tmp = target.with_name(target.name + ".tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(source, tmp)
-    except OSError:
-        import shutil
+        try:
+            os.link(source, tmp)
+        except OSError:
+            import shutil
 
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half copy behind
+        raise OSError(err.errno, err.strerror or str(err), str(target)) from err
     _fsync_directory(target.parent)

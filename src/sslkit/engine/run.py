@@ -259,6 +259,8 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
             raise RunInterrupted(signal.SIGTERM, trainer.global_step, out, None) from None
     if ckpt is not None:
         truncate_after(out / "metrics.jsonl", trainer.global_step)
+    if monitor is not None:
+        monitor.finish(trainer, module)  # a resume with no step left skips on_train_end
 
     if t.checkpoint_every_n_steps > 0:
         trainer.save_checkpoint(ckpt_dir / LAST_CHECKPOINT, weights_only=False)  # full state, to resume
@@ -307,8 +309,9 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
               "flops": None if flops_plan is None else {"total_planned": flops_plan["total"],
                                                         "ratio_to_full_resolution": flops_plan["ratio_to_full_resolution"]}, "knn_history": result.knn_history,
               "data": data.description}
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2))
     if result.knn_history:
         plot_learning_curve(result.knn_history, result.knn, out / "learning_curve.png", k=cfg.monitor.knn_k,
                             title=f"{cfg.method} · {cfg.model.arch} · {cfg.data.source}")
+    # Last: report.json marks the run finished (engine/resume.py), so it is written once all else is.
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2))
     return result

@@ -427,6 +427,6 @@ class GatheredKNNMonitor(KNNMonitor):
             logger.log_metrics({f"knn/top1_k{self.k}": acc}, step=step)
         return acc
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def finish(self, trainer, pl_module) -> None:
         if self._last_measured_step != trainer.global_step:
             self._measure(trainer, pl_module)

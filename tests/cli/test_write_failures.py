@@ -1,0 +1,87 @@
+"""A full disk or a read-only directory at each of pretrain's write sites (issue 23, item 4).
+
+Each row makes one write fail as the operating system would (``ENOSPC``, ``EROFS``) and runs the real
+CLI: exit status 2 with one sentence naming the file and what to do, no traceback, no temporary file
+left behind, and every file written before the failure whole. A failure after the first checkpoint
+leaves a run that ``--resume`` finishes. Running as root, a read-only directory cannot be made with
+``chmod``, so the failure is injected where the bytes are handed to the operating system.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sslkit.cli import main
+from sslkit.engine import jsonl_logger
+from tiny_overrides import tiny_dinov2
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = str(ROOT / "recipes" / "dinov2-tiny.yaml")
+TINY = tiny_dinov2({"optim.epochs": 1, "trainer.checkpoint_every_n_steps": 2, "monitor.knn_every_n_steps": 0})
+
+# site -> the file name whose write fails (os.replace onto it, or the append for metrics.jsonl)
+SITES = ["config.yaml", "metrics.jsonl", "last.ckpt", "backbone.safetensors", "backbone.json", "metrics.csv",
+         "report.json", "learning_curve.png"]
+ROWS = [(site, errno.ENOSPC) for site in SITES] + [("config.yaml", errno.EROFS), ("last.ckpt", errno.EROFS),
+                                                     ("report.json", errno.EROFS)]
+
+
+def _inject(monkeypatch, site: str, code: int) -> None:
+    real_replace, real_open = os.replace, open
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == site:
+            raise OSError(code, os.strerror(code), str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    def append(path, mode="r", *args, **kwargs):
+        if Path(path).name == site and "a" in mode:
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(jsonl_logger, "open", append, raising=False)
+
+
+def _whole(run: Path) -> None:
+    """Every file the run left is complete: it parses as what it claims to be."""
+    for path in run.rglob("*"):
+        assert not path.name.endswith(".tmp"), f"temporary file left: {path}"
+        if path.suffix == ".ckpt":
+            torch.load(path, map_location="cpu", weights_only=True)
+        elif path.suffix == ".json" or path.name == ".lock":
+            json.loads(path.read_text())
+        elif path.suffix == ".yaml":
+            yaml.safe_load(path.read_text())
+    assert not (run / ".lock").exists(), "the run lock outlived the failed command"
+
+
+@pytest.mark.parametrize("site,code", ROWS, ids=[f"{s}-{errno.errorcode[c]}" for s, c in ROWS])
+def test_a_failed_write_is_one_sentence_and_leaves_whole_files(tmp_path, monkeypatch, capsys, site, code):
+    run = tmp_path / "run"
+    argv = ["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", str(run), *TINY]
+    with monkeypatch.context() as patch:
+        _inject(patch, site, code)
+        status = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2, err
+    assert lines[-1].startswith("sslkit pretrain: ") and site in lines[-1] and "Traceback" not in err, err
+    assert os.strerror(code) in lines[-1]
+    if not run.exists():
+        return  # failed before its first checkpoint: nothing of the run is kept
+    _whole(run)
+    assert "--resume" in lines[-1]
+    # The fault gone, --resume finishes the run.
+    assert main(["pretrain", "--out", str(run), "--resume"]) == 0, capsys.readouterr().err
+    report = json.loads((run / "report.json").read_text())
+    assert report["steps"] == 4 and (run / "backbone.safetensors").is_file()
+    assert report["knn_history"][-1][0] == 4 and (run / "learning_curve.png").is_file()
+    _whole(run)
