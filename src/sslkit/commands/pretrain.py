@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from sslkit.commands.run_dir import output_dir
@@ -92,6 +93,7 @@ def run(args) -> int:
 
     from sslkit.config import ConfigError, load_config, read_recipe
     from sslkit.engine.run import pretrain
+    from sslkit.engine.slurm import requeued_restart
 
     quiet_lightning()
     console = Console()
@@ -120,7 +122,12 @@ def run(args) -> int:
     cfg = load_config(recipe, overrides)
     out = Path(args.out) if args.out else _default_out(args.recipe, cfg.data.source)
     console.print(f"[bold]sslkit pretrain[/bold] → {out}")
-    result = pretrain(cfg, out, resume=args.resume, log=console.print)
+    resume = args.resume
+    if not resume and requeued_restart(out):
+        resume = True  # the same command line, run again by SLURM after a requeue (engine/slurm.py)
+        console.print(f"requeued job {os.environ.get('SLURM_JOB_ID')} (restart "
+                      f"{os.environ.get('SLURM_RESTART_COUNT')}): resuming the run in {out}")
+    result = pretrain(cfg, out, resume=resume, log=console.print)
     if result.knn:
         _print_knn_table(console, result, cfg.monitor.knn_k, cfg)
     if result.reconstruction:

@@ -12,6 +12,9 @@ At the start of the next step the callback writes ``checkpoints/last.ckpt`` (the
 exactly what a periodic checkpoint holds, so ``--resume`` continues bit for bit) and raises
 :class:`RunInterrupted`, which the CLI turns into one message and the exit status 128 + signal number
 (143 for SIGTERM, 130 for SIGINT), the shell's convention for "ended by this signal".
+
+Under SLURM, SIGUSR1 (``#SBATCH --signal=USR1@120``) is handled the same way and the job is then
+requeued (``scontrol requeue``, exit status 138); engine/slurm.py has the rest of that story.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Optional
 
 from sslkit.engine.checkpoints import LAST_CHECKPOINT, BetweenStepsCheckpoint
 from sslkit.engine.run_interrupted import RunInterrupted
+from sslkit.engine.slurm import REQUEUE_SIGNAL, requeue, slurm_job_id, under_slurm
 
 __all__ = ["GracefulStop", "RunInterrupted"]
 
@@ -35,6 +39,7 @@ class GracefulStop(BetweenStepsCheckpoint):
         self.run_dir = Path(run_dir)
         self.requested: Optional[int] = None
         self._previous_sigint = None
+        self._previous_sigusr = None
 
     def _on_sigint(self, signum, frame) -> None:
         self.requested = signal.SIGINT
@@ -42,14 +47,24 @@ class GracefulStop(BetweenStepsCheckpoint):
         sys.stderr.write("\nCtrl-C: stopping after this step with a checkpoint (press again to stop now, "
                          "without one)\n")
 
+    def _on_requeue_signal(self, signum, frame) -> None:
+        self.requested = REQUEUE_SIGNAL  # SLURM's warning before the time limit (engine/slurm.py)
+
     def on_train_start(self, trainer, pl_module) -> None:
         if threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+            if under_slurm():
+                self._previous_sigusr = signal.signal(REQUEUE_SIGNAL, self._on_requeue_signal)
 
     def _restore(self) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+        if self._previous_sigusr is not None:
+            signal.signal(REQUEUE_SIGNAL, self._previous_sigusr)
+            self._previous_sigusr = None
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._restore()
@@ -73,5 +88,9 @@ class GracefulStop(BetweenStepsCheckpoint):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.save_between_steps(trainer, path)  # every rank joins; rank 0 writes
         self._restore()
+        requeued = None
+        if signum == REQUEUE_SIGNAL and trainer.is_global_zero:
+            job = slurm_job_id()
+            requeued = job if job is not None and requeue(job) else None
         raise RunInterrupted(int(signum), trainer.global_step, self.run_dir,
-                             path if trainer.is_global_zero else None)
+                             path if trainer.is_global_zero else None, requeued_job=requeued)

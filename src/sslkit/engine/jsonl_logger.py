@@ -52,8 +52,10 @@ class JSONLLogger(Logger):
         record = {"step": step}
         record.update({k: _plain(v) for k, v in metrics.items() if k != "epoch"})
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        # One write() of the whole line on an O_APPEND file: a process killed at any moment leaves
+        # whole lines (read_metrics still drops a cut last line, should a file system split it).
+        with open(self.path, "ab", buffering=0) as fh:
+            fh.write((json.dumps(record) + "\n").encode("utf-8"))
 
 
 def read_metrics(path: str | Path) -> list[dict]:

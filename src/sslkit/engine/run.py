@@ -31,7 +31,8 @@ from sslkit.data.stream import AugmentedStream, CurriculumStream
 from sslkit.engine.builders import (build_augmentation, build_backbone, build_method, build_schedules, build_views,
                                     stages_of)
 from sslkit.engine.callbacks import KNNMonitor, knn_pooled, knn_top1
-from sslkit.engine.checkpoints import LAST_CHECKPOINT, AtomicCheckpointIO, StepCheckpoint, readable_checkpoint
+from sslkit.engine.checkpoints import (LAST_CHECKPOINT, AtomicCheckpointIO, StepCheckpoint, candidate_checkpoints,
+                                      readable_checkpoint)
 from sslkit.engine.data_module import StreamDataModule
 from sslkit.engine.jsonl_logger import JSONLLogger, truncate_after, write_csv
 from sslkit.engine.metric_callbacks import RepresentationMonitor
@@ -43,6 +44,7 @@ from sslkit.engine.plain_progress import PlainProgress
 from sslkit.engine.run_interrupted import RunInterrupted
 from sslkit.engine.resume import check_resume
 from sslkit.engine.run_lock import RunLock
+from sslkit.engine.slurm import cluster_plugins, slurm_job_id
 from sslkit.engine.param_groups import dinov2_param_groups
 from sslkit.engine.strategy import (GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone,
                                     wants_sync_batchnorm)
@@ -101,6 +103,7 @@ def prepare_run_dir(out: Path, resume: bool, log=print) -> Optional[Path]:
     On resume, metrics logged after that checkpoint (by a run that crashed later) are dropped, so
     the resumed steps are not logged twice.
     """
+    remove_stale_temporaries(out)
     if resume:
         ckpt, step = readable_checkpoint(out / "checkpoints", log=log)
         # Training rows at the checkpoint's step are logged again by the resumed run; the kNN row
@@ -108,7 +111,7 @@ def prepare_run_dir(out: Path, resume: bool, log=print) -> Optional[Path]:
         truncate_after(out / "metrics.jsonl", step,
                        keep_at_step=lambda record: not any(key.startswith("train/") for key in record))
         return ckpt
-    if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+    if _has_checkpoint(out):
         raise FileExistsError(f"Run directory '{out}' already holds a run; pass --resume to continue it "
                               f"or choose another --out.")
     return None
@@ -151,8 +154,19 @@ def pretrain(cfg: RunConfig, out: str | Path, resume: bool = False, log=print) -
 
 
 def _has_checkpoint(out: Path) -> bool:
+    # Only real checkpoints count: a process killed mid-write leaves a temporary file, not a run.
     ckpt_dir = out / "checkpoints"
-    return ckpt_dir.is_dir() and any(ckpt_dir.iterdir())
+    return ckpt_dir.is_dir() and bool(candidate_checkpoints(ckpt_dir))
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files of writes that a killed process never finished (``*.tmp``, see
+    ``sslkit.atomic_files`` and ``engine/checkpoints.py``). Called only while holding the run lock."""
+    for directory in (out, out / "checkpoints"):
+        if directory.is_dir():
+            for path in directory.glob("*.tmp"):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
 
 
 def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log) -> PretrainResult:
@@ -204,7 +218,7 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer = L.Trainer(
             accelerator=t.accelerator, devices=t.devices, strategy=strategy, precision=t.precision,
-            num_nodes=t.num_nodes, sync_batchnorm=wants_sync_batchnorm(t), max_steps=1, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+            num_nodes=t.num_nodes, sync_batchnorm=wants_sync_batchnorm(t), max_steps=1, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO(), *cluster_plugins()],
             log_every_n_steps=t.log_every_n_steps, use_distributed_sampler=False, enable_model_summary=False,
             enable_checkpointing=False,  # StepCheckpoint does it (see engine/checkpoints.py)
             enable_progress_bar=t.progress_bar and sys.stdout.isatty(),
@@ -238,7 +252,8 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
     resolved = to_dict(cfg)
     resolved["resolved"] = {"iters_per_epoch": iters_per_epoch, "total_steps": schedules.total_iters,
                             "max_steps": max_steps, "global_batch": global_batch, "lr_peak": schedules.lr_peak,
-                            "channels": data.channels, "mean": list(data.mean), "std": list(data.std)}
+                            "channels": data.channels, "mean": list(data.mean), "std": list(data.std),
+                            "slurm_job_id": slurm_job_id()}  # a requeued restart of this job resumes
     if trainer.global_rank == 0:
         write_text_atomic(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     log(f"method: {cfg.method}; model: {cfg.model.arch} ({sum(p.numel() for p in method.student['backbone'].parameters()) / 1e6:.2f} M "

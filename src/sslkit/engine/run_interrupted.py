@@ -16,13 +16,16 @@ __all__ = ["RunInterrupted"]
 class RunInterrupted(Exception):
     """A run stopped by a signal after saving a checkpoint it can be resumed from."""
 
-    def __init__(self, signum: int, step: int, run_dir: Path, checkpoint: Optional[Path]):
+    def __init__(self, signum: int, step: int, run_dir: Path, checkpoint: Optional[Path],
+                 requeued_job: Optional[str] = None):
         self.signum, self.step, self.run_dir, self.checkpoint = signum, step, run_dir, checkpoint
+        self.requeued_job = requeued_job
         name = signal.Signals(signum).name
         saved = (f"checkpoint of step {step} saved to {checkpoint}" if checkpoint is not None
                  else "no new checkpoint (the newest periodic one is kept)")
-        super().__init__(f"stopped by {name} at step {step}; {saved}. Continue with: "
-                         f"sslkit pretrain --out {run_dir} --resume")
+        then = (f"SLURM job {requeued_job} requeued: it resumes from that checkpoint when it restarts"
+                if requeued_job else f"Continue with: sslkit pretrain --out {run_dir} --resume")
+        super().__init__(f"stopped by {name} at step {step}; {saved}. {then}")
 
     @property
     def exit_code(self) -> int:
