@@ -267,7 +267,14 @@ ROWS = {
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
-def test_bad_input_is_one_sentence_and_changes_nothing(world, capsys, row):
+def test_bad_input_is_one_sentence_and_changes_nothing(world, capsys, monkeypatch, row):
+    import sslkit.llm.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError(f"{row}: a bundled language model was loaded before the bad input was refused")
+
+    monkeypatch.setattr(sslkit.llm.models, "load_smollm2", no_model)
+    monkeypatch.setattr(sslkit.llm.models, "load_minilm", no_model)
     argv, needle = ROWS[row]
     argv = [a.replace("{root}", str(world)) for a in argv]
     before = snapshot(world)
