@@ -105,8 +105,14 @@ class SAETrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"SAE setting {key}={getattr(self, key)!r} is not one of {list(allowed)}.")
-        if self.latents < 1 or self.epochs < 0 or self.batch_size < 1 or self.encoder_steps < 1:
-            raise ValueError("SAE settings latents, batch_size and encoder_steps must be ≥ 1 and epochs ≥ 0.")
+        for key, minimum in (("latents", 1), ("batch_size", 1), ("encoder_steps", 1), ("epochs", 0)):
+            if getattr(self, key) < minimum:
+                raise ValueError(f"SAE setting {key}={getattr(self, key)} must be ≥ {minimum}.")
+        if not self.lr > 0:
+            raise ValueError(f"SAE setting lr={self.lr} must be > 0.")
+        for key in ("ridge", "l1"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"SAE setting {key}={getattr(self, key)} must be ≥ 0.")
         if self.activation == "topk" and not 1 <= self.k <= self.latents:
             raise ValueError(f"SAE setting k={self.k} must be between 1 and latents={self.latents}.")
         if self.trainer == "pam" and self.resolved_tied():

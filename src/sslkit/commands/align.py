@@ -62,7 +62,9 @@ def add_parser(verbs) -> None:
 
 def settings_from_args(args):
     from sslkit.analysis.align import AlignSettings
+    from sslkit.commands.arg_checks import at_least
 
+    at_least(args, 1, "batch_size", "image_size")
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     return AlignSettings(split=args.split, pooling=args.pooling, k=args.k, metrics=metrics, samples=args.samples,
                          permutation_null=not args.no_null, ridge=args.ridge, seed=args.seed,

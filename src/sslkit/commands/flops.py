@@ -30,6 +30,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--steps", type=int, help="total steps (default optim.epochs x optim.iters_per_epoch)")
     p.add_argument("--in-chans", type=int, help="image channels (default data.channels, else 3)")
     p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file (default: refuse)")
     p.set_defaults(run=run)
 
 
@@ -57,18 +58,34 @@ def _write_json_atomic(path: str, payload: dict) -> None:
             os.unlink(tmp)
 
 
+def _check_args(args) -> None:
+    """The numbers and the --json target, before the recipe is read."""
+    from pathlib import Path
+
+    from sslkit.commands.arg_checks import at_least
+    from sslkit.config import ConfigError
+
+    at_least(args, 1, "steps", "in_chans")
+    if args.json_out:
+        target = Path(args.json_out)
+        if target.is_dir():
+            raise ConfigError(f"--json {target} is a folder; give a file name such as {target / 'flops.json'}.")
+        if target.exists() and not args.overwrite:
+            raise FileExistsError(f"--json {target} already exists; choose another file or pass --overwrite to "
+                                  "replace it.")
+
+
 def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from sslkit.engine.flops import parse_stages, recipe_flops
-    from sslkit.config import ConfigError, load_config
+    from sslkit.config import load_config
 
     console = Console()
+    _check_args(args)
     cfg = load_config(args.recipe, list(args.overrides))
     stages = parse_stages(args.stages) if args.stages else None
-    if args.steps is not None and args.steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {args.steps}.")
     in_chans = args.in_chans or (cfg.data.channels if isinstance(cfg.data.channels, int) else 3)
     result = recipe_flops(cfg, stages, in_chans=in_chans, total_steps=args.steps)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
+
+from sslkit.commands.run_dir import check_output_free, output_dir, write_results
 
 NAME = "grok"
 
@@ -22,7 +23,8 @@ examples:
   sslkit grok --setup digits --reg wd grokalign --seeds 3 --out runs/grok-digits
   sslkit grok --setup modadd --reg grokalign --lam 1e-3 --max-steps 5000
 
-output (--out): grok.json (configs, curves, steps to the threshold, wall times) and grok.png
+output (--out, default runs/grok-<setup>-<time>; an existing folder is refused unless --overwrite):
+  grok.json (configs, curves, steps to the threshold, wall times) and grok.png
 """
 
 
@@ -46,8 +48,25 @@ def add_parser(verbs) -> None:
     p.add_argument("--prime", type=int, default=31, help="modadd: the modulus p (default 31)")
     p.add_argument("--depth", type=int, default=2,
                    help="digits: hidden layers of the MLP (default 2; the spec's MNIST-1k net has 3)")
-    p.add_argument("--out", help="output directory (default runs/grok-<setup>)")
+    p.add_argument("--out", help="output directory (default runs/grok-<setup>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     p.set_defaults(run=run)
+
+
+def _check_args(args) -> None:
+    """The options as typed, named as typed, before any configuration is resolved or anything trains."""
+    from sslkit.commands.arg_checks import at_least, positive
+    from sslkit.config import ConfigError
+
+    at_least(args, 1, "seeds", "max_steps", "eval_every", "depth")
+    at_least(args, 0, "lam", ("weight_decay", "--wd"))
+    at_least(args, 3, "prime")
+    positive(args, "lr")
+    if args.threshold is not None and not 0 < args.threshold <= 1:
+        raise ConfigError(f"--threshold is a test accuracy in (0, 1], got {args.threshold:g}.")
+    if args.lam is not None and "grokalign" not in args.reg:
+        raise ConfigError(f"--lam {args.lam:g} weights the GrokAlign penalty, but --reg {' '.join(args.reg)} does "
+                          "not include grokalign; add it or drop --lam.")
 
 
 def run(args) -> int:
@@ -56,10 +75,8 @@ def run(args) -> int:
     from rich.table import Table
 
     from sslkit.analysis.grok import GrokConfig, run_grok, write_grok_outputs
-    from sslkit.config import ConfigError
 
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}.")
+    _check_args(args)
     console = Console()
     cfg = GrokConfig(setup=args.setup, reg=args.reg[0], lam=args.lam, weight_decay=args.weight_decay, lr=args.lr,
                      max_steps=args.max_steps, eval_every=args.eval_every, threshold=args.threshold,
@@ -68,7 +85,8 @@ def run(args) -> int:
     regimes = list(dict.fromkeys(args.reg))
     for reg in regimes:  # fail on a bad value before anything trains
         dataclasses.replace(cfg, reg=reg).resolved()
-    out = Path(args.out) if args.out else Path("runs") / f"grok-{args.setup}"
+    out = output_dir(args.out, "grok", args.setup)
+    check_output_free(out, args.overwrite)  # before the training, not after it
     max_steps = cfg.resolved().max_steps
     console.print(f"[bold]sslkit grok[/bold] {args.setup}: {', '.join(regimes)} x {args.seeds} seeds → {out}")
 
@@ -85,7 +103,7 @@ def run(args) -> int:
                                    f"align {row['train_alignment']:.3f}")
 
         report = run_grok(cfg, seeds=list(range(args.seeds)), regimes=regimes, on_eval=on_eval)
-    paths = write_grok_outputs(report, out)
+    paths = write_results(out, lambda folder: write_grok_outputs(report, folder), args.overwrite)
 
     table = Table(title=f"steps to test accuracy ≥ {report.threshold:g} ({report.setup})")
     for col in ("regime", "seed", "steps", "train fit (≥0.99)", "final test acc", "wall s"):

@@ -8,7 +8,7 @@ import math
 import time
 from pathlib import Path
 from sslkit.atomic_files import write_text_atomic
-from sslkit.commands.run_dir import output_dir
+from sslkit.commands.run_dir import check_output_free, output_dir, write_results
 
 NAME = "ntps"
 
@@ -47,6 +47,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--lora-steps", type=int, default=100, help="LoRA optimiser steps (default 100)")
     p.add_argument("--allow-network", action="store_true", help="allow --model to be a hub name (downloads)")
     p.add_argument("--out", help="output directory (default runs/ntps-<model>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     p.set_defaults(run=run)
 
 
@@ -64,6 +65,51 @@ def _parse_k(text: str | None):
     if 0 < value < 1:
         return value
     raise ConfigError(f"--k {text!r} must be an integer >= 1 or a fraction in (0, 1).")
+
+
+def _check_args(args) -> None:
+    """Numbers, the model path and the layer list, before any text is read or a model loads."""
+    from sslkit.commands.arg_checks import at_least, fraction
+    from sslkit.config import ConfigError
+
+    if args.max_tokens < 2:
+        raise ConfigError(f"--max-tokens {args.max_tokens} is too small; NTPS needs at least 2 tokens per text.")
+    fraction(args, "test_fraction")
+    at_least(args, 1, "batch_size", "lora_steps")
+    _check_layers(args.layers, _hidden_states(args))
+
+
+def _hidden_states(args) -> int | None:
+    """Hidden states of a local --model (layers + 1, from its config.json), else None; the path is checked."""
+    from sslkit.config import ConfigError
+    from sslkit.llm.models import check_causal_lm_spec
+
+    if args.model == "smollm2":
+        return None
+    try:
+        local = check_causal_lm_spec(args.model, allow_network=args.allow_network)
+    except ValueError as err:
+        raise ConfigError(f"--model: {err}") from None
+    if not local:
+        return None
+    try:
+        config = json.loads((Path(args.model) / "config.json").read_text(encoding="utf-8"))
+        return int(config["num_hidden_layers"]) + 1
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None  # left to the model loader, which names the problem
+
+
+def _check_layers(layers: str, states: int | None) -> None:
+    """--layers is a list or range of integers, and within the model's hidden states when they are known."""
+    from sslkit.analysis.ntps import parse_layers
+    from sslkit.config import ConfigError
+
+    if layers in (None, "all"):
+        return
+    try:
+        parse_layers(layers, states if states is not None else 1 << 30)  # unknown depth: the format only
+    except ValueError as err:
+        raise ConfigError(f"--layers {layers}: {err}") from None
 
 
 def _csv(sweeps) -> str:
@@ -91,10 +137,10 @@ def run(args) -> int:
 
     console = Console()
     k = _parse_k(args.k)
-    if args.max_tokens < 2:
-        raise ConfigError(f"--max-tokens {args.max_tokens} is too small; NTPS needs at least 2 tokens per text.")
-    if not 0 < args.test_fraction < 1:
-        raise ConfigError(f"--test-fraction {args.test_fraction} must lie in (0, 1).")
+    _check_args(args)
+    model_name = Path(args.model).name if args.model != "smollm2" else "smollm2"
+    out = output_dir(args.out, "ntps", model_name)
+    check_output_free(out, args.overwrite)  # before the model loads, not after the sweep
     datasets = [load_text_dataset(source).require_classes(2) for source in args.data]
     started = time.perf_counter()
     try:
@@ -103,9 +149,6 @@ def run(args) -> int:
         raise ConfigError(f"--model: {err}") from None
     console.print(f"[bold]NTPS[/] {args.model} ({model.config.num_hidden_layers} layers, d={model.config.hidden_size}, "
                   f"{args.dtype}) loaded in {time.perf_counter() - started:.1f} s")
-    model_name = Path(args.model).name if args.model != "smollm2" else "smollm2"
-    out = output_dir(args.out, "ntps", model_name)
-    out.mkdir(parents=True, exist_ok=True)
 
     sweeps = []
     for dataset in datasets:
@@ -148,9 +191,14 @@ def run(args) -> int:
     report = {"model": args.model, "order": args.order, "k": args.k, "dtype": args.dtype,
               "max_tokens": args.max_tokens, "spearman_pooled": pooled, "sweeps": [s.to_dict() for s in sweeps],
               "seconds": time.perf_counter() - started}
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=float) + "\n")
-    write_text_atomic(out / "ntps.csv", _csv(sweeps))
-    plot_sweeps(sweeps, out / "ntps.png")
+
+    def write(folder: Path) -> dict:
+        write_text_atomic(folder / "report.json", json.dumps(report, indent=2, default=float) + "\n")
+        write_text_atomic(folder / "ntps.csv", _csv(sweeps))
+        plot_sweeps(sweeps, folder / "ntps.png")
+        return {"json": folder / "report.json", "csv": folder / "ntps.csv", "png": folder / "ntps.png"}
+
+    write_results(out, write, args.overwrite)
     console.print(f"wrote {out / 'ntps.csv'}, {out / 'report.json'}, {out / 'ntps.png'}")
     return 0
 

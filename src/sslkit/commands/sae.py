@@ -10,7 +10,7 @@ import io
 import json
 from pathlib import Path
 from sslkit.atomic_files import write_text_atomic
-from sslkit.commands.run_dir import output_dir
+from sslkit.commands.run_dir import check_output_free, output_dir, write_results
 
 NAME = "sae"
 
@@ -83,6 +83,7 @@ def add_parser(verbs) -> None:
     _add_source_arguments(t)
     _add_model_arguments(t, trainer=True)
     t.add_argument("--out", help="output directory (default runs/sae-<source>-<time>)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     t.set_defaults(run=run_train)
     c = sub.add_parser("compare", help="PAM-SGD vs Adam test MSE against training fraction",
                        description="Sample-efficiency curve: test MSE of PAM-SGD and the joint-Adam baselines "
@@ -94,6 +95,7 @@ def add_parser(verbs) -> None:
     c.add_argument("--seeds", type=int, default=1, help="repeats with different subsets and inits (default 1)")
     c.add_argument("--untied-adam", action="store_true", help="also run the untied joint-Adam baseline")
     c.add_argument("--out", help="output directory (default runs/sae-compare-<source>-<time>)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     c.set_defaults(run=run_compare)
     p.set_defaults(run=lambda args: (p.print_help(), 0)[1])
 
@@ -101,21 +103,62 @@ def add_parser(verbs) -> None:
 # ------------------------------------------------------------------------------- activations
 
 
-def _collect(args, console) -> tuple:
-    """(activations (N, D), description dict) from --acts or --model/--layer."""
+def _check_source(args) -> None:
+    """Refuse a bad or conflicting source option before any file, model or dataset is read."""
+    from sslkit.commands.arg_checks import at_least, fraction
     from sslkit.config import ConfigError
 
+    fraction(args, "test_fraction")
     if bool(args.acts) == bool(args.model):
         raise ConfigError("Pass either --acts FILE or --model M --layer NAME (exactly one source of activations).")
+    if args.acts:
+        given = [flag for flag, value in (("--layer", args.layer), ("--data", args.data)) if value]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only with --model; "
+                              "--acts FILE already holds the activations.")
+        return
+    if not args.layer:
+        raise ConfigError("--model needs --layer NAME, the module whose output to capture (e.g. model.layers.15 or blocks.3).")
+    at_least(args, 2, "max_samples")
+    at_least(args, 0, "skip")
+    if args.model == "smollm2":
+        _check_lm_source(args)
+    else:
+        at_least(args, 1, "image_size")
+        _check_image_model(args.model)
+
+
+def _check_lm_source(args) -> None:
+    from sslkit.commands.arg_checks import at_least
+    from sslkit.config import ConfigError
+
+    at_least(args, 2, "max_length")
+    if args.image_size is not None:
+        raise ConfigError("--image-size only applies to image models; --model smollm2 reads text (--max-length).")
+    if args.data not in (None, "pydoc") and not Path(args.data).is_file():
+        raise FileNotFoundError(f"--data {args.data} is neither 'pydoc' nor an existing .txt file.")
+
+
+def _check_image_model(spec: str) -> None:
+    from sslkit.config import ConfigError
+
+    if spec.startswith("timm:"):
+        return
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"--model {spec} is neither 'smollm2', timm:NAME, nor an existing backbone run directory.")
+    if not path.is_dir():
+        raise ConfigError(f"--model {spec} is a file; pass a backbone run directory (from sslkit pretrain), "
+                          "'smollm2' or timm:NAME.")
+
+
+def _collect(args, console) -> tuple:
+    """(activations (N, D), description dict) from --acts or --model/--layer (checked by :func:`_check_source`)."""
     if args.acts:
         from sslkit.analysis.activations import load_activations
 
         acts = load_activations(args.acts)
         return acts, {"source": "file", "path": str(args.acts)}
-    if not args.layer:
-        raise ConfigError("--model needs --layer NAME, the module whose output to capture (e.g. model.layers.15 or blocks.3).")
-    if args.max_samples < 2:
-        raise ConfigError(f"--max-samples must be at least 2, got {args.max_samples}.")
     with _capture_progress(console, args.max_samples) as on_batch:
         if args.model == "smollm2":
             return _collect_lm(args, on_batch)
@@ -143,9 +186,9 @@ def _collect_lm(args, on_batch) -> tuple:
     from sslkit.analysis.activations import capture_lm_activations, text_corpus
     from sslkit.llm.models import load_smollm2
 
-    model, tokenizer = load_smollm2()
     source = args.data or "pydoc"
-    texts = text_corpus(source)
+    texts = text_corpus(source)  # a bad text file fails before the model loads
+    model, tokenizer = load_smollm2()
     skip = 1 if args.skip is None else args.skip
     acts = capture_lm_activations(model, tokenizer, args.layer, texts, tokens=args.tokens, skip=skip,
                                   max_length=args.max_length, max_samples=args.max_samples, on_batch=on_batch)
@@ -165,12 +208,9 @@ def _load_image_model(spec: str):
             raise ConfigError(f"--model {spec}: {err}") from None
         size = int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
         return model, int(getattr(model, "in_chans", 3) or 3), size
-    path = Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"--model {spec} is neither 'smollm2', timm:NAME, nor an existing backbone run directory.")
     import sslkit
 
-    model = sslkit.load_backbone(path)
+    model = sslkit.load_backbone(Path(spec))
     return model, model.config.in_chans, model.config.img_size
 
 
@@ -198,8 +238,6 @@ def _split(acts, test_fraction: float, seed: int):
 
     from sslkit.config import ConfigError
 
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}.")
     n_test = max(1, round(test_fraction * acts.shape[0]))
     if acts.shape[0] - n_test < 1:
         raise ConfigError(f"{acts.shape[0]} activation rows are too few to hold out a test split; collect more.")
@@ -233,7 +271,15 @@ def _config(args, trainer: str | None = None, tied: bool | None = None, epochs: 
         raise ConfigError(str(err)) from None
 
 
-def _prepare(args, console, prefix: str):
+def _out(args, prefix: str) -> Path:
+    """The output folder, refused early if it already holds results (unless --overwrite)."""
+    stem = Path(args.acts).stem if args.acts else (Path(args.model).name if args.model else "acts")
+    out = output_dir(args.out, prefix, stem)
+    check_output_free(out, args.overwrite)
+    return out
+
+
+def _prepare(args, console):
     from sslkit.analysis.activations import save_activations
     from sslkit.analysis.sae import scalar_standardisation
 
@@ -245,10 +291,7 @@ def _prepare(args, console, prefix: str):
     x_train, x_test = _split(acts, args.test_fraction, args.seed)
     mean, std = scalar_standardisation(x_train)
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    stem = Path(args.acts).stem if args.acts else (Path(args.model).name if args.model else "acts")
-    out = output_dir(args.out, prefix, stem)
-    out.mkdir(parents=True, exist_ok=True)
-    return x_train, x_test, {"mean": mean, "std": std}, source, out
+    return x_train, x_test, {"mean": mean, "std": std}, source
 
 
 def run_train(args) -> int:
@@ -261,7 +304,9 @@ def run_train(args) -> int:
 
     console = Console()
     cfg = _config(args)
-    x_train, x_test, scaling, source, out = _prepare(args, console, "sae")
+    _check_source(args)
+    out = _out(args, "sae")
+    x_train, x_test, scaling, source = _prepare(args, console)
     console.print(f"[bold]sslkit sae train[/bold] ({cfg.trainer}, {cfg.activation}, m={cfg.latents}"
                   + (f", K={cfg.k}" if cfg.activation == "topk" else "") + f") → {out}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -278,12 +323,17 @@ def run_train(args) -> int:
               "n_train": int(x_train.shape[0]), "n_test": int(x_test.shape[0]), "dim": int(x_train.shape[1]),
               "train": train_metrics, "test": test_metrics,
               "seconds": history[-1]["seconds"] if history else 0.0}
-    save_sae(model, out, extra={k: report[k] for k in ("config", "source", "standardisation", "train", "test")})
-    if history:
-        write_text_atomic(out / "history.csv", _csv_text(history))
-        plot_training_curves({cfg.trainer: history}, out / "training_curve.png",
-                             title=f"SAE {cfg.trainer} on {x_train.shape[0]} rows × {x_train.shape[1]} dims")
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+
+    def write(folder: Path) -> dict:
+        save_sae(model, folder, extra={k: report[k] for k in ("config", "source", "standardisation", "train", "test")})
+        if history:
+            write_text_atomic(folder / "history.csv", _csv_text(history))
+            plot_training_curves({cfg.trainer: history}, folder / "training_curve.png",
+                                 title=f"SAE {cfg.trainer} on {x_train.shape[0]} rows × {x_train.shape[1]} dims")
+        write_text_atomic(folder / "report.json", json.dumps(report, indent=2) + "\n")
+        return {"report": folder / "report.json"}
+
+    write_results(out, write, args.overwrite)
     table = Table(title="SAE reconstruction (standardised units)")
     for column in ("split", "MSE", "FVU", "L0", "dead latents"):
         table.add_column(column, justify="right")
@@ -321,7 +371,9 @@ def run_compare(args) -> int:
     configs = {"PAM-SGD": _config(args, "pam", False), "Adam (tied)": _config(args, "adam", True)}
     if args.untied_adam:
         configs["Adam (untied)"] = _config(args, "adam", False)
-    x_train, x_test, scaling, source, out = _prepare(args, console, "sae-compare")
+    _check_source(args)
+    out = _out(args, "sae-compare")
+    x_train, x_test, scaling, source = _prepare(args, console)
     console.print(f"[bold]sslkit sae compare[/bold] ({', '.join(configs)}; fractions "
                   f"{', '.join(f'{100 * f:g}%' for f in fractions)}) → {out}")
     total = args.seeds * len(fractions) * len(configs)
@@ -337,11 +389,6 @@ def run_compare(args) -> int:
                                        epochs=args.epochs if args.epochs is not None else epochs_for_fraction,
                                        on_run=on_run)
     summary = summarise_curve(rows)
-    write_text_atomic(out / "curve.csv", _csv_text(rows))
-    write_text_atomic(out / "summary.csv", _csv_text(summary))
-    plot_sample_efficiency(summary, out / "sample_efficiency.png",
-                           title=f"SAE sample efficiency ({x_train.shape[1]}-d, m={args.latents}"
-                                 + (f", K={args.k})" if args.activation == "topk" else ")"))
     by_key = {(r["trainer"], r["fraction"]): r for r in summary}
     ratios = {f"{100 * f:g}%": by_key[("PAM-SGD", f)]["test_mse"] / by_key[("Adam (tied)", f)]["test_mse"]
               for f in fractions}
@@ -349,7 +396,17 @@ def run_compare(args) -> int:
               "n_test": int(x_test.shape[0]), "dim": int(x_train.shape[1]),
               "configs": {name: dataclasses.asdict(cfg) for name, cfg in configs.items()},
               "summary": summary, "pam_over_adam_tied_test_mse": ratios}
-    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    title = (f"SAE sample efficiency ({x_train.shape[1]}-d, m={args.latents}"
+             + (f", K={args.k})" if args.activation == "topk" else ")"))
+
+    def write(folder: Path) -> dict:
+        write_text_atomic(folder / "curve.csv", _csv_text(rows))
+        write_text_atomic(folder / "summary.csv", _csv_text(summary))
+        plot_sample_efficiency(summary, folder / "sample_efficiency.png", title=title)
+        write_text_atomic(folder / "report.json", json.dumps(report, indent=2) + "\n")
+        return {"report": folder / "report.json"}
+
+    write_results(out, write, args.overwrite)
     table = Table(title="test MSE (standardised units) against training fraction")
     table.add_column("fraction", justify="right")
     table.add_column("rows", justify="right")

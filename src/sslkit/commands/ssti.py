@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sslkit.commands.arg_checks import at_least, fraction, positive
 from sslkit.config import ConfigError
-from sslkit.commands.run_dir import output_dir
+from sslkit.commands.run_dir import check_output_free, output_dir, write_results
 
 NAME = "ssti"
 
@@ -71,7 +72,8 @@ def add_parser(verbs) -> None:
     r.add_argument("--text-key", default="text")
     r.add_argument("--label-key", default="label")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", help="output directory")
+    r.add_argument("--out", help="output directory (default runs/ssti-<model>-<data>-<time>)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     r.set_defaults(run=run_sweep)
 
     c = sub.add_parser("check", help="flag tokens whose presence predicts a label: H(y|t) per token")
@@ -85,6 +87,34 @@ def add_parser(verbs) -> None:
     c.set_defaults(run=run_check)
 
 
+def _check_model(spec: str) -> None:
+    """A named bundled model, or a local Hugging Face model directory (checked before any data is read)."""
+    if spec in ("minilm", "smollm2"):
+        return
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"--model {spec} is neither 'minilm', 'smollm2' nor an existing model directory.")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"--model {spec} is not a Hugging Face model directory (no config.json); pass one, "
+                          "'minilm' or 'smollm2'.")
+
+
+def _check_run_args(args, rhos: list[float]) -> None:
+    if any(not 0 <= r <= 1 for r in rhos):
+        raise ConfigError(f"--rho-samp values must be in [0, 1], got {args.rho_samp!r}.")
+    fraction(args, "test_fraction")
+    if not 0 <= args.rho_tok <= 1:
+        raise ConfigError(f"--rho-tok must be in [0, 1] (a fraction of each sample's words), got {args.rho_tok:g}.")
+    at_least(args, 1, "steps", "batch_size", "max_len")
+    positive(args, "lr")
+    if args.lora_targets is not None and not [t for t in args.lora_targets.split(",") if t.strip()]:
+        raise ConfigError(f"--lora-targets {args.lora_targets!r} names no module; give comma-separated module "
+                          "names or leave it out.")
+    if args.source == "custom" and (not args.token.strip() or any(c.isspace() for c in args.token)):
+        raise ConfigError(f"--token {args.token!r} must be a non-empty token without spaces for --source custom.")
+    _check_model(args.model)
+
+
 def run_check(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -92,6 +122,8 @@ def run_check(args) -> int:
     from sslkit.analysis.ssti import flag_spurious_tokens, load_text_data, token_label_entropy
 
     console = Console()
+    at_least(args, 1, "min_count")
+    at_least(args, 0, "max_entropy", "top")
     data = load_text_data(args.data, args.text_key, args.label_key)
     rows = token_label_entropy(data.texts, data.labels, args.min_count)
     flagged = flag_spurious_tokens(rows, args.max_entropy)
@@ -125,10 +157,9 @@ def run_sweep(args) -> int:
     console = Console()
     ranks = _ints(args.rank, "--rank")
     rhos = _floats(args.rho_samp, "--rho-samp")
-    if any(not 0 <= r <= 1 for r in rhos):
-        raise ConfigError(f"--rho-samp values must be in [0, 1], got {args.rho_samp!r}.")
-    if not 0 < args.test_fraction < 1:
-        raise ConfigError(f"--test-fraction must be in (0, 1), got {args.test_fraction!r}.")
+    _check_run_args(args, rhos)
+    out = output_dir(args.out, "ssti", Path(args.model).name, Path(args.data).stem)
+    check_output_free(out, args.overwrite)  # before the fine-tuning, not after it
     injector = Injector(args.source, args.location, args.rho_tok, args.token)
     data = load_text_data(args.data, args.text_key, args.label_key)
     if args.target_class not in set(data.labels):
@@ -139,8 +170,6 @@ def run_sweep(args) -> int:
     settings = LoraSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                             train_head=args.train_head, target_modules=targets, max_len=args.max_len,
                             seed=args.seed, progress=True)
-    model_name = Path(args.model).name
-    out = output_dir(args.out, "ssti", model_name, Path(args.data).stem)
     console.print(f"SSTI audit: {args.source} token ({args.location}, rho_tok={args.rho_tok}) into class "
                   f"{args.target_class}; {len(train.texts)} train / {len(test.texts)} test; "
                   f"{len(ranks) * len(rhos)} LoRA run(s) of {args.steps} steps")
@@ -162,9 +191,14 @@ def run_sweep(args) -> int:
                       " / ".join(map(str, row["counts_all_injected"])))
     console.print(table)
     config = {k: v for k, v in vars(args).items() if k not in ("run",)}
-    write_json_atomic({"config": config, "n_train": len(train.texts), "n_test": len(test.texts), "rows": rows},
-                      out / "ssti_results.json")
-    plot_sweep(rows, out / "ssti_reliance.png")
+    results = {"config": config, "n_train": len(train.texts), "n_test": len(test.texts), "rows": rows}
+
+    def write(folder: Path) -> dict:
+        write_json_atomic(results, folder / "ssti_results.json")
+        plot_sweep(rows, folder / "ssti_reliance.png")
+        return {"json": folder / "ssti_results.json", "png": folder / "ssti_reliance.png"}
+
+    write_results(out, write, args.overwrite)
     console.print(f"wrote {out / 'ssti_results.json'} and {out / 'ssti_reliance.png'}")
     return 0
 

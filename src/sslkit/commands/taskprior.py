@@ -9,7 +9,7 @@ import math
 import time
 from pathlib import Path
 from sslkit.atomic_files import write_text_atomic
-from sslkit.commands.run_dir import output_dir
+from sslkit.commands.run_dir import check_output_free, output_dir, write_results
 
 NAME = "taskprior"
 
@@ -34,7 +34,8 @@ tasks: --tasks N binary (--classes q) tasks drawn from the prior with the Potts 
 
 output (--out, default runs/taskprior-<data>-<time>):
   taskprior.json  taskprior_accuracy_hist.png  taskprior_expectation_vs_accuracy.png
-  If --out holds an evaluation report (sslkit evaluate), a 'taskprior' section is added to it.
+  If --out holds an evaluation report (sslkit evaluate), a 'taskprior' section is added to it; any other
+  existing --out is refused unless --overwrite (then it is replaced as a whole).
 
 example:
   sslkit taskprior runs/tiny-digits timm:resnet18 feats.safetensors --data digits --prior models --tasks 256
@@ -72,6 +73,8 @@ def add_parser(verbs) -> None:
     p.add_argument("--cache-dir", help="feature cache (default $SSLKIT_CACHE_DIR or ~/.cache/sslkit/features)")
     p.add_argument("--no-cache", action="store_true", help="always recompute features")
     p.add_argument("--out", help="output directory (default runs/taskprior-<data>-<time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out folder (default: refuse, unless it holds an evaluation report)")
     p.set_defaults(run=run)
 
 
@@ -151,13 +154,22 @@ def _load_models(args, console):
     return features, labels if labels is not None else torch.full((n,), -1, dtype=torch.long)
 
 
+def _check_prior_file(path: Path) -> None:
+    """Refuse a missing kernel file or one of another type before any model is loaded."""
+    from sslkit.config import ConfigError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"Prior kernel file {path} does not exist; use --prior labels, models or a kernel file.")
+    if path.suffix not in (".npy", ".safetensors"):
+        raise ConfigError(f"Prior kernel file {path} must be .npy or .safetensors (never unpickled), got '{path.suffix}'.")
+
+
 def _load_prior_file(path: Path, n: int):
     import numpy as np
 
     from sslkit.config import ConfigError
 
-    if not path.is_file():
-        raise FileNotFoundError(f"Prior kernel file {path} does not exist; use --prior labels, models or a kernel file.")
+    _check_prior_file(path)
     if path.suffix == ".npy":
         try:
             kernel = np.load(path, allow_pickle=False, mmap_mode="r")  # memory-mapped: read tile by tile
@@ -178,8 +190,6 @@ def _load_prior_file(path: Path, n: int):
         else:
             raise ConfigError(f"Prior kernel file {path} holds {sorted(tensors)}; name the kernel tensor 'kernel'.")
         kernel = kernel.double()
-    else:
-        raise ConfigError(f"Prior kernel file {path} must be .npy or .safetensors (never unpickled), got '{path.suffix}'.")
     if tuple(kernel.shape) != (n, n):
         raise ConfigError(f"Prior kernel file {path} is {tuple(kernel.shape)} but the models have {n} samples; "
                           f"it must be ({n}, {n}).")
@@ -259,17 +269,26 @@ def _html_section(study, plots: list[Path]) -> str:
             f"<!-- /sslkit:taskprior -->\n")
 
 
-def _merge_into_report(out: Path, payload: dict, study, plots: list[Path]) -> bool:
-    """Add the task-prior results to an evaluation report in ``out`` (report.json, and report.html if present)."""
+def _evaluation_report(out: Path) -> dict | None:
+    """The evaluation report (``sslkit evaluate``'s report.json) in ``out``, else None."""
     report_json = out / "report.json"
     if not report_json.is_file():
-        return False
+        return None
     try:
         report = json.loads(report_json.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return False
+        return None
     if not isinstance(report, dict) or "models" not in report:
-        return False  # not an evaluation report (e.g. a pretraining run's report.json)
+        return None  # not an evaluation report (e.g. a pretraining run's report.json)
+    return report
+
+
+def _merge_into_report(out: Path, payload: dict, study, plots: list[Path]) -> bool:
+    """Add the task-prior results to an evaluation report in ``out`` (report.json, and report.html if present)."""
+    report = _evaluation_report(out)
+    if report is None:
+        return False
+    report_json = out / "report.json"
     report["taskprior"] = dict(payload, plots=[p.name for p in plots])
     write_text_atomic(report_json, json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
     report_html = out / "report.html"
@@ -289,6 +308,23 @@ def _merge_into_report(out: Path, payload: dict, study, plots: list[Path]) -> bo
 # --------------------------------------------------------------------------- run
 
 
+def _check_args(args) -> None:
+    """Every option that needs no data, checked before any model or file is read."""
+    from sslkit.commands.arg_checks import at_least, positive
+
+    at_least(args, 0, "tasks")
+    at_least(args, 2, "classes")
+    positive(args, "task_T")
+    at_least(args, 1, "epochs", "batch_size", "image_size")
+    for t in args.temperatures:
+        if not t > 0:
+            from sslkit.config import ConfigError
+
+            raise ConfigError(f"--T values must be > 0, got {t:g}.")
+    if args.prior not in (None, "labels", "models"):
+        _check_prior_file(Path(args.prior))
+
+
 def run(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -297,12 +333,11 @@ def run(args) -> int:
     from sslkit.eval.taskprior import task_prior_study
 
     console = Console()
-    if args.tasks < 0 or args.classes < 2 or args.task_T <= 0 or args.epochs < 1:
-        raise ConfigError("--tasks must be ≥ 0, --classes ≥ 2, --task-T > 0 and --epochs ≥ 1.")
-    if any(not t > 0 for t in args.temperatures):
-        raise ConfigError(f"--T values must be > 0, got {args.temperatures}.")
+    _check_args(args)
     data_name = (Path(args.data).name if args.data not in (None, "digits", "shapes") else args.data) or "features"
     out = output_dir(args.out, "taskprior", data_name)
+    merge = _evaluation_report(out) is not None  # adding a section to an evaluation report is the documented use
+    check_output_free(out, args.overwrite or merge)  # before the work, not after it
     console.print(f"[bold]sslkit taskprior[/bold] → {out}")
     started = time.perf_counter()
     features, labels = _load_models(args, console)
@@ -336,16 +371,22 @@ def run(args) -> int:
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
-    out.mkdir(parents=True, exist_ok=True)
-    plots = study.save_plots(out)
     payload = study.to_dict()
     payload["settings"]["models"] = dict(zip(features, args.models))
     payload["settings"]["data"] = args.data
     payload["settings"]["split"] = args.split
     payload["seconds"] = time.perf_counter() - started
-    write_text_atomic(out / "taskprior.json", json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+
+    def write(folder: Path) -> dict:
+        written = {p.stem: p for p in study.save_plots(folder)}
+        write_text_atomic(folder / "taskprior.json", json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+        return written
+
+    # Into an evaluation report's folder: next to its files; anywhere else: a new folder, swapped in whole.
+    written = write(out) if merge else write_results(out, write, args.overwrite)
+    plots = sorted(written.values())
     _print_table(console, study)
-    merged = _merge_into_report(out, payload, study, plots)
+    merged = merge and _merge_into_report(out, payload, study, plots)
     console.print(f"done in {payload['seconds']:.1f} s: {out / 'taskprior.json'}"
                   + (f", {len(plots)} plots" if plots else "")
                   + ("; added to the evaluation report" if merged else ""))

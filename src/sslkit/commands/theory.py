@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-import uuid
 from pathlib import Path
 
-from sslkit.commands.run_dir import output_dir
+from sslkit.commands.run_dir import check_output_free, output_dir, write_results
 
 NAME = "theory"
 
@@ -60,23 +58,13 @@ def add_parser(verbs) -> None:
                      help="skip the finite-n linear-probe experiment")
     lin.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
     lin.add_argument("--out", help="output directory (default runs/theory-linear-<time>)")
+    lin.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
     lin.set_defaults(run=run)
 
 
 def _print_help(parser) -> int:
     parser.print_help()
     return 0
-
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _validate(args) -> None:
@@ -163,6 +151,7 @@ def run(args) -> int:
     console = Console()
     started = time.perf_counter()
     out = output_dir(args.out, "theory", "linear")
+    check_output_free(out, args.overwrite)  # before the work, not after it
     console.print(f"[bold]sslkit theory linear[/bold] → {out}")
     gamma_grid, c_grid = default_grids(args.gamma_s, args.c_s, args.grid, args.gamma_n_range, args.c_n_range)
     moments = args.moments.replace("-", "_")
@@ -183,9 +172,7 @@ def run(args) -> int:
         probe = probe_experiment(args.gamma_s, args.c_s, gamma_n, [c for c, _ in levels], k=args.k,
                                  seed=args.seed)
 
-    out.mkdir(parents=True, exist_ok=True)
     fig = plot_phase_diagram(diagram)
-    _write_atomic(out / "phase_diagram.png", lambda tmp: fig.savefig(tmp, format="png"))
     payload = {
         "command": "sslkit theory linear",
         "settings": {"gamma_s": args.gamma_s, "c_s": args.c_s, "grid": args.grid, "k": args.k,
@@ -196,7 +183,13 @@ def run(args) -> int:
         "seconds": time.perf_counter() - started,
     }
     text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
-    _write_atomic(out / "phase_diagram.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def write(folder: Path) -> dict:
+        fig.savefig(folder / "phase_diagram.png", format="png")
+        (folder / "phase_diagram.json").write_text(text, encoding="utf-8")
+        return {"png": folder / "phase_diagram.png", "json": folder / "phase_diagram.json"}
+
+    write_results(out, write, args.overwrite)
 
     console.print(_worked_table(rows, args.gamma_s, args.c_s))
     if probe is not None:

@@ -257,6 +257,25 @@ def load_minilm():
 
 # ------------------------------------------------------------------------------------ any causal LM
 
+def check_causal_lm_spec(spec: str | os.PathLike, *, allow_network: bool = False) -> bool:
+    """Whether ``spec`` (not ``"smollm2"``) names a local model; checked without loading anything.
+
+    Raises:
+        FileNotFoundError: a path that does not exist, or a hub name without ``allow_network``.
+        ValueError: a path that is not a model directory (no config.json).
+    """
+    path = Path(spec)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"Model path {path} has no config.json; pass a Hugging Face causal-LM directory "
+                             f"(config.json, weights, tokenizer files) or 'smollm2'.")
+        return True
+    if allow_network and "/" in str(spec) and not str(spec).startswith((".", "/")):
+        return False
+    raise FileNotFoundError(f"Model {str(spec)!r} is neither 'smollm2' nor an existing directory"
+                            + ("" if allow_network else "; to download a hub model allow network access") + ".")
+
+
 def load_causal_lm(spec: str | os.PathLike = "smollm2", *, dtype: str = "float32", allow_network: bool = False):
     """A Hugging Face causal language model and its tokenizer, in eval mode on the CPU.
 
@@ -279,17 +298,7 @@ def load_causal_lm(spec: str | os.PathLike = "smollm2", *, dtype: str = "float32
     if str(spec) == "smollm2":
         model, tokenizer = load_smollm2()
         return model.to(torch_dtype), tokenizer
-    path = Path(spec)
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"Model path {path} has no config.json; pass a Hugging Face causal-LM directory "
-                             f"(config.json, weights, tokenizer files) or 'smollm2'.")
-        local_only = True
-    elif allow_network and "/" in str(spec) and not str(spec).startswith((".", "/")):
-        local_only = False
-    else:
-        raise FileNotFoundError(f"Model {str(spec)!r} is neither 'smollm2' nor an existing directory"
-                                + ("" if allow_network else "; to download a hub model allow network access") + ".")
+    local_only = check_causal_lm_spec(spec, allow_network=allow_network)
     if local_only:
         _force_offline()
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
