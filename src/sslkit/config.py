@@ -470,13 +470,15 @@ def _validate_arch(cfg: "RunConfig", need) -> None:
         need(key not in ("num_classes", "in_chans", "pretrained"),
              f"Config key 'model.timm_kwargs.{key}' is set by sslkit (classifier removed, channels from the "
              "data, never downloaded); drop it.")
+    from sslkit.nn.timm_backbone import timm_kwargs_problem
+
+    problem = timm_kwargs_problem(m.timm_kwargs)
+    need(problem is None, f"Config key 'model.timm_kwargs.{problem[0]}' {problem[1]}." if problem else "")
 
 
 # Lightning's precision strings (lightning.fabric _PRECISION_INPUT_STR), and the accelerators it knows.
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "xpu", "hpu", "tpu", "auto")
-# Upper bounds that no real ViT reaches: an absurd recipe or backbone.json fails before allocating.
-MAX_EMBED_DIM, MAX_DEPTH, MAX_PATCH = 16384, 256, 1024
 
 
 def _validate_trainer(t: "TrainerConfig", need) -> None:
@@ -509,21 +511,17 @@ def _validate_trainer(t: "TrainerConfig", need) -> None:
 
 
 def _validate_model_shape(m: "ModelConfig", need) -> None:
-    """The ViT's width, depth and heads (preset values with the overrides applied) before anything is built."""
+    """The ViT's width, depth, heads, patch and registers (preset values with the overrides applied) before
+    anything is built, against the bounds a backbone.json is held to (:func:`sslkit.nn.bounds.vit_shape_problem`)."""
+    from sslkit.nn.bounds import vit_shape_problem
     from sslkit.nn.vit import ARCHS
 
     preset = ARCHS.get(m.arch, {})
     width = m.embed_dim if m.embed_dim is not None else preset.get("embed_dim")
     depth = m.depth if m.depth is not None else preset.get("depth")
     heads = m.num_heads if m.num_heads is not None else preset.get("num_heads")
-    need(0 < m.patch_size <= MAX_PATCH, f"Config key 'model.patch_size' must lie in [1, {MAX_PATCH}], got {m.patch_size}.")
-    for key, value, top in (("model.embed_dim", width, MAX_EMBED_DIM), ("model.depth", depth, MAX_DEPTH),
-                            ("model.num_heads", heads, MAX_EMBED_DIM)):
-        need(value is None or 0 < value <= top, f"Config key '{key}' must lie in [1, {top}], got {value}.")
-    if width and heads:
-        need(width % heads == 0, f"Config key 'model.num_heads' = {heads} must divide the width {width} "
-                                 f"(model.embed_dim); e.g. {', '.join(str(h) for h in range(1, 17) if width % h == 0)}.")
-    need(m.num_registers >= 0, f"Config key 'model.num_registers' must be 0 or more, got {m.num_registers}.")
+    problem = vit_shape_problem(width, depth, heads, m.patch_size, m.num_registers)
+    need(problem is None, f"Config key 'model.{problem[0]}' {problem[1]}." if problem else "")
     need(0 <= m.drop_path_rate < 1, f"Config key 'model.drop_path_rate' must lie in [0, 1), got {m.drop_path_rate}.")
 
 
