@@ -12,8 +12,7 @@ import math
 from typing import Any
 
 __all__ = ["MAX_DEPTH", "MAX_EMBED_DIM", "MAX_IMAGE_SIZE", "MAX_IN_CHANS", "MAX_MLP_RATIO", "MAX_PATCH", "MAX_REGISTERS",
-           "is_finite", "is_int", "is_real",
-           "vit_shape_problem"]
+           "is_finite", "is_int", "is_real", "vit_shape_problem"]
 
 # Upper bounds that no real network reaches (a ViT-g is 1536 wide and 40 deep).
 MAX_EMBED_DIM, MAX_DEPTH, MAX_PATCH, MAX_REGISTERS = 16384, 256, 1024, 256

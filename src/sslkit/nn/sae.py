@@ -360,12 +360,12 @@ def _sae_config_problem(kind: str, config: Any) -> tuple[str, str] | None:
     unknown = sorted(set(config) - allowed)
     if unknown:
         return f"config.{unknown[0]}", f"is not a {kind} SAE setting (allowed: {sorted(allowed)})"
-    for key, top in (("dim", MAX_EMBED_DIM), ("latents", MAX_SAE_LATENTS), ("k", config.get("latents"))):
-        if key == "k" and kind != "topk":
-            continue
+    for key, top in (("dim", MAX_EMBED_DIM), ("latents", MAX_SAE_LATENTS)):
         value = config.get(key)
-        if not is_int(value) or not is_int(top) or not 1 <= value <= top:
-            return f"config.{key}", f"must be an integer in [1, {top if isinstance(top, int) else 'latents'}], got {value!r}"
+        if not is_int(value) or not 1 <= value <= top:
+            return f"config.{key}", f"must be an integer in [1, {top}], got {value!r}"
+    if kind == "topk" and not (is_int(config.get("k")) and 1 <= config["k"] <= config["latents"]):
+        return "config.k", f"must be an integer in [1, latents = {config['latents']}], got {config.get('k')!r}"
     for key in ("enc_init_std", "dec_init_std", "l1"):
         value = config.get(key, 0.0)
         if not (is_finite(value) and value >= 0):
