@@ -551,9 +551,13 @@ def validate(cfg: RunConfig) -> None:
     elif cfg.method == "mae":
         need(c.n_local == 0, f"method 'mae' uses no local crops: set crops.n_local=0 (got {c.n_local}).")
         need(0 < cfg.mae.mask_ratio < 1, f"Config key 'mae.mask_ratio' must lie in (0, 1), got {cfg.mae.mask_ratio}.")
+    from sslkit.nn.bounds import MAX_IMAGE_SIZE
+
     for key, size in (("crops.global_size", c.global_size), ("crops.local_size", c.local_size)):
         need(size > 0 and (size % m.patch_size == 0 or is_pooled_arch(m.arch)),
              f"Config key '{key}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")
+        # The first global size is the ViT's img_size, which a backbone.json is held to as well.
+        need(size <= MAX_IMAGE_SIZE, f"Config key '{key}' = {size} must be at most {MAX_IMAGE_SIZE} pixels.")
     need(all(v >= 0 for v in c.jitter_strength) and c.jitter_strength[3] <= 0.5,
          f"Config key 'crops.jitter_strength' = {list(c.jitter_strength)} needs values >= 0 and hue <= 0.5.")
     need(0 < c.blur_sigma[0] <= c.blur_sigma[1],
@@ -584,6 +588,8 @@ def validate(cfg: RunConfig) -> None:
                 size = getattr(stage, name)
                 need(size is None or (size > 0 and size % m.patch_size == 0),
                      f"Config key '{key}.{name}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")
+                need(size is None or size <= MAX_IMAGE_SIZE,
+                     f"Config key '{key}.{name}' = {size} must be at most {MAX_IMAGE_SIZE} pixels.")
             need(stage.noise_patch >= 0, f"Config key '{key}.noise_patch' must be 0 (off) or a positive std, got {stage.noise_patch}.")
             need(stage.teacher_guidance >= 0, f"Config key '{key}.teacher_guidance' must be >= 0, got {stage.teacher_guidance}.")
             need(stage.teacher_guidance == 0 or (stage.paired_data is not None and i > 0 and cfg.method == "dinov2"),

@@ -225,6 +225,13 @@ def test_recipes_and_backbone_json_refuse_the_same_values(tmp_path, key, value):
         load_backbone(tmp_path)
 
 
+@pytest.mark.parametrize("override", ["crops.global_size=16384", "crops.local_size=9000"])
+def test_recipe_crop_sizes_share_the_backbone_json_image_bound(override):
+    # The first global crop size becomes ViTConfig.img_size, bounded by MAX_IMAGE_SIZE in a backbone.json too.
+    with pytest.raises(ConfigError, match=f"'{override.split('=')[0]}' = .* must be at most 8192"):
+        load_config(RECIPES / "dinov2-tiny.yaml", [override])
+
+
 def test_recipe_timm_kwargs_share_the_backbone_json_bounds():
     with pytest.raises(ConfigError, match=r"'model\.timm_kwargs\.layers'"):
         load_config(RECIPES / "simclr-tiny.yaml", ["model.arch=timm:resnet18", "optim.layer_decay=1.0",
