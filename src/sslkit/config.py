@@ -470,13 +470,15 @@ def _validate_arch(cfg: "RunConfig", need) -> None:
         need(key not in ("num_classes", "in_chans", "pretrained"),
              f"Config key 'model.timm_kwargs.{key}' is set by sslkit (classifier removed, channels from the "
              "data, never downloaded); drop it.")
+    from sslkit.nn.timm_backbone import timm_kwargs_problem
+
+    problem = timm_kwargs_problem(m.timm_kwargs)
+    need(problem is None, f"Config key 'model.timm_kwargs.{problem[0]}' {problem[1]}." if problem else "")
 
 
 # Lightning's precision strings (lightning.fabric _PRECISION_INPUT_STR), and the accelerators it knows.
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "xpu", "hpu", "tpu", "auto")
-# Upper bounds that no real ViT reaches: an absurd recipe or backbone.json fails before allocating.
-MAX_EMBED_DIM, MAX_DEPTH, MAX_PATCH = 16384, 256, 1024
 
 
 def _validate_trainer(t: "TrainerConfig", need) -> None:
@@ -509,21 +511,17 @@ def _validate_trainer(t: "TrainerConfig", need) -> None:
 
 
 def _validate_model_shape(m: "ModelConfig", need) -> None:
-    """The ViT's width, depth and heads (preset values with the overrides applied) before anything is built."""
+    """The ViT's width, depth, heads, patch and registers (preset values with the overrides applied) before
+    anything is built, against the bounds a backbone.json is held to (:func:`sslkit.nn.bounds.vit_shape_problem`)."""
+    from sslkit.nn.bounds import vit_shape_problem
     from sslkit.nn.vit import ARCHS
 
     preset = ARCHS.get(m.arch, {})
     width = m.embed_dim if m.embed_dim is not None else preset.get("embed_dim")
     depth = m.depth if m.depth is not None else preset.get("depth")
     heads = m.num_heads if m.num_heads is not None else preset.get("num_heads")
-    need(0 < m.patch_size <= MAX_PATCH, f"Config key 'model.patch_size' must lie in [1, {MAX_PATCH}], got {m.patch_size}.")
-    for key, value, top in (("model.embed_dim", width, MAX_EMBED_DIM), ("model.depth", depth, MAX_DEPTH),
-                            ("model.num_heads", heads, MAX_EMBED_DIM)):
-        need(value is None or 0 < value <= top, f"Config key '{key}' must lie in [1, {top}], got {value}.")
-    if width and heads:
-        need(width % heads == 0, f"Config key 'model.num_heads' = {heads} must divide the width {width} "
-                                 f"(model.embed_dim); e.g. {', '.join(str(h) for h in range(1, 17) if width % h == 0)}.")
-    need(m.num_registers >= 0, f"Config key 'model.num_registers' must be 0 or more, got {m.num_registers}.")
+    problem = vit_shape_problem(width, depth, heads, m.patch_size, m.num_registers)
+    need(problem is None, f"Config key 'model.{problem[0]}' {problem[1]}." if problem else "")
     need(0 <= m.drop_path_rate < 1, f"Config key 'model.drop_path_rate' must lie in [0, 1), got {m.drop_path_rate}.")
 
 
@@ -553,9 +551,13 @@ def validate(cfg: RunConfig) -> None:
     elif cfg.method == "mae":
         need(c.n_local == 0, f"method 'mae' uses no local crops: set crops.n_local=0 (got {c.n_local}).")
         need(0 < cfg.mae.mask_ratio < 1, f"Config key 'mae.mask_ratio' must lie in (0, 1), got {cfg.mae.mask_ratio}.")
+    from sslkit.nn.bounds import MAX_IMAGE_SIZE
+
     for key, size in (("crops.global_size", c.global_size), ("crops.local_size", c.local_size)):
         need(size > 0 and (size % m.patch_size == 0 or is_pooled_arch(m.arch)),
              f"Config key '{key}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")
+        # The first global size is the ViT's img_size, which a backbone.json is held to as well.
+        need(size <= MAX_IMAGE_SIZE, f"Config key '{key}' = {size} must be at most {MAX_IMAGE_SIZE} pixels.")
     need(all(v >= 0 for v in c.jitter_strength) and c.jitter_strength[3] <= 0.5,
          f"Config key 'crops.jitter_strength' = {list(c.jitter_strength)} needs values >= 0 and hue <= 0.5.")
     need(0 < c.blur_sigma[0] <= c.blur_sigma[1],
@@ -586,6 +588,8 @@ def validate(cfg: RunConfig) -> None:
                 size = getattr(stage, name)
                 need(size is None or (size > 0 and size % m.patch_size == 0),
                      f"Config key '{key}.{name}' = {size} must be a positive multiple of model.patch_size = {m.patch_size}.")
+                need(size is None or size <= MAX_IMAGE_SIZE,
+                     f"Config key '{key}.{name}' = {size} must be at most {MAX_IMAGE_SIZE} pixels.")
             need(stage.noise_patch >= 0, f"Config key '{key}.noise_patch' must be 0 (off) or a positive std, got {stage.noise_patch}.")
             need(stage.teacher_guidance >= 0, f"Config key '{key}.teacher_guidance' must be >= 0, got {stage.teacher_guidance}.")
             need(stage.teacher_guidance == 0 or (stage.paired_data is not None and i > 0 and cfg.method == "dinov2"),

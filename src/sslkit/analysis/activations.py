@@ -357,7 +357,7 @@ def load_activations(path: str | os.PathLike, key: str = "activations") -> torch
     except DataError:
         raise
     except Exception as err:  # any reader failure is a bad user file
-        raise DataError(f"Activation file {path} could not be read ({type(err).__name__}: {err}).") from None
+        raise DataError(f"Activation file {path} could not be read ({_read_failure(err)}).") from None
     if not isinstance(value, torch.Tensor):
         raise DataError(f"Activation file {path} holds a {type(value).__name__}, not a tensor.")
     if value.ndim < 2:
@@ -368,6 +368,18 @@ def load_activations(path: str | os.PathLike, key: str = "activations") -> torch
     if not torch.isfinite(value).all():
         raise DataError(f"Activation file {path} contains NaN or infinite values; clean it first.")
     return value
+
+
+def _read_failure(err: Exception) -> str:
+    """One line on why a reader failed; a refused pickle says so instead of torch's page of advice."""
+    import pickle
+
+    text = str(err).strip()
+    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text or "allow_pickle" in text:
+        return "it holds pickled Python objects, which sslkit never unpickles; save a plain tensor or array"
+    first = text.splitlines()[0] if text else ""
+    first = first if len(first) <= 160 else first[:160].rsplit(" ", 1)[0] + " …"
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _pick_tensor(tensors: dict[str, torch.Tensor], key: str, path: Path) -> torch.Tensor:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from sslkit.atomic_files import write_folder_atomic
@@ -42,6 +42,7 @@ from sslkit.data.noise import (DENOISE_JSON, copy_relative_paths, psnr, quantize
                                write_image_file, write_json_atomic)
 from sslkit.functional.neighbor2neighbor import (gamma_ramp, lr_factor, neighbor2neighbor_loss,
                                                  neighbor_subsample, sample_neighbor_pairs)
+from sslkit.nn.bounds import MAX_EMBED_DIM
 from sslkit.nn.unet import UNet, UNetConfig
 from sslkit.atomic_files import save_safetensors_with_json
 
@@ -78,6 +79,8 @@ class DenoiserTrainConfig:
                 raise DataError(f"Denoiser training: {name} must be a positive integer, got {value!r}.")
         if self.depth > 8:
             raise DataError(f"Denoiser training: depth must lie in 1..8 (poolings of the UNet), got {self.depth!r}.")
+        if self.width > MAX_EMBED_DIM:
+            raise DataError(f"Denoiser training: width must be at most {MAX_EMBED_DIM}, got {self.width!r}.")
         if self.crop < 2:
             raise DataError(f"Denoiser training: crop must be at least 2 pixels, got {self.crop!r}.")
         if not self.lr > 0:
@@ -350,16 +353,32 @@ def load_denoiser(path: str | os.PathLike, map_location: str | torch.device = "c
                                     "side by side (written by 'sslkit denoise train').")
     try:
         meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise DataError(f"Denoiser description {json_path} is not valid JSON ({err}); retrain the denoiser.") from None
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("format_version") != _FORMAT_VERSION:
         raise DataError(f"{json_path} is not an sslkit denoiser description (format {_FORMAT} v{_FORMAT_VERSION}).")
     try:
         config = UNetConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        reason = str(err).rstrip(".").removeprefix("UNetConfig: ")
+        raise DataError(f"Denoiser description {json_path} has a bad config ({reason}); fix it or retrain the "
+                        "denoiser.") from None
+    # Built on the meta device and compared with the safetensors header first: memory is allocated only
+    # for weights whose sizes the file itself holds, so an absurd width fails before anything is allocated.
+    with torch.device("meta"):
+        model = UNet(config)
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if shapes != expected:
+            wrong = sorted(k for k in set(shapes) | set(expected) if shapes.get(k) != expected.get(k))
+            raise DataError(f"Denoiser weights {weights_path} do not match {json_path} (keys {wrong[:5]} differ); "
+                            "retrain the denoiser.")
         state = load_file(str(weights_path), device=str(torch.device(map_location)))
-    except (KeyError, TypeError, ValueError, SafetensorError, OSError) as err:
+    except (SafetensorError, OSError) as err:
         raise DataError(f"Cannot load the denoiser from {path} ({err}); retrain the denoiser.") from None
-    model = UNet(config)
+    model = model.to_empty(device=torch.device(map_location))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

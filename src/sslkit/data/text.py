@@ -123,6 +123,8 @@ class _Bunch(dict):
         self.update(state)
 
 
+# The only unpickler in sslkit, allow-listed by name in tests/properties/test_no_unpickling.py: it reads a file
+# of the installed gensim package (never a user's), and find_class below resolves seven constructors only.
 class _NewsgroupUnpickler(pickle.Unpickler):
     """Reads the one pickle shipped in gensim's test data with an allow-list of constructors.
 

@@ -57,12 +57,27 @@ def save_atomically(obj: Any, path: str | os.PathLike) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with :func:`save_atomically` for local files."""
+    """Lightning's checkpoint IO with :func:`save_atomically` for local files, reading weights only."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)  # remote: Lightning's path
         save_atomically(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict:
+        """Lightning's load with ``weights_only=True`` whatever the caller asks (sslkit never needs more).
+
+        ``weights_only=None`` would defer to torch's default, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
+        turns back into a full unpickle; a checkpoint is a user file, so it never gets that chance.
+        """
+        placement = {} if map_location is None else {"map_location": map_location}  # else Lightning's default
+        try:
+            return super().load_checkpoint(path, weights_only=True, **placement)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure to read is "not a checkpoint sslkit can use"
+            raise ValueError(f"Checkpoint '{path}' cannot be read ({why_unreadable(Path(path), err)}); resume "
+                             f"from a checkpoint sslkit wrote.") from None
 
 
 def candidate_checkpoints(directory: Path) -> list[Path]:

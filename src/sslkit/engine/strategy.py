@@ -157,7 +157,8 @@ class SSLFSDPStrategy(FSDPStrategy):
 
         Lightning's own FSDP loader reads the file with a pickle-based lazy loader, which would run
         code hidden in a crafted checkpoint; sslkit reads weights only (DESIGN.md). Every rank reads
-        the file, FSDP scatters each full tensor into the local shards.
+        the file, FSDP scatters each full tensor into the local shards. A sharded checkpoint directory is
+        refused: torch.distributed.checkpoint unpickles its ``.metadata``, and sslkit never writes one.
         """
         from pathlib import Path
 
@@ -165,10 +166,21 @@ class SSLFSDPStrategy(FSDPStrategy):
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
         from torch.distributed.fsdp import OptimStateKeyType
 
+        from sslkit.engine.checkpoints import why_unreadable
+
         path = Path(self.broadcast(checkpoint_path))
-        if not path.is_file():  # a sharded checkpoint directory: Lightning's loader
-            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if path.is_dir():
+            # A sharded (torch.distributed.checkpoint) directory: its .metadata is read with pickle.load, so
+            # Lightning's loader would run code hidden in it. sslkit writes full single-file checkpoints only.
+            raise ValueError(f"Checkpoint '{path}' is a directory (a sharded checkpoint, whose metadata is a "
+                             f"pickle); sslkit resumes only from the single-file checkpoints it writes.")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure to read is "not a checkpoint sslkit can use"
+            raise ValueError(f"Checkpoint '{path}' cannot be read ({why_unreadable(path, err)}); resume from a "
+                             f"checkpoint sslkit wrote.") from None
         module = self.lightning_module
         with self._full_state_dict_type(rank0_only=False):
             module.load_state_dict(checkpoint.pop("state_dict"), strict=module.strict_loading)

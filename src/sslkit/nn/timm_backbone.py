@@ -29,7 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TIMM_PREFIX", "TimmBackbone", "TimmBackboneConfig", "is_pooled_arch", "is_timm_arch", "timm_name"]
+from sslkit.nn.bounds import MAX_DEPTH, MAX_EMBED_DIM, MAX_IN_CHANS, is_int
+
+__all__ = ["TIMM_PREFIX", "TimmBackbone", "TimmBackboneConfig", "is_pooled_arch", "is_timm_arch", "timm_kwargs_problem",
+           "timm_name"]
 
 TIMM_PREFIX = "timm:"
 
@@ -50,6 +53,43 @@ def timm_name(arch: str) -> str:
     return arch[len(TIMM_PREFIX):] if is_timm_arch(arch) else arch
 
 
+# timm keyword arguments that count blocks: their integers together must stay within MAX_DEPTH.
+_DEPTH_KWARGS = ("depth", "depths", "layers")
+_MAX_KWARG_ITEMS = 256
+
+
+def _numbers(value: Any) -> list:
+    """The numbers inside a kwarg value, nested lists/tuples flattened in order (iteratively: JSON may nest deep)."""
+    out, stack = [], [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(reversed(item))
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            out.append(item)
+    return out
+
+
+def timm_kwargs_problem(kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """The first absurd ``timm.create_model`` keyword argument as ``(key, "must ..., got ...")``, or None.
+
+    Shared by recipe validation (``model.timm_kwargs``) and :class:`TimmBackboneConfig` (``backbone.json``):
+    every number is finite and within ±MAX_EMBED_DIM (widths, sizes, channels, ratios), block counts
+    (``depth``/``depths``/``layers``) are whole numbers >= 0 summing to at most MAX_DEPTH, and no value holds
+    more than 256 numbers, so an absurd value fails before timm builds anything.
+    """
+    for key, value in kwargs.items():
+        numbers = _numbers(value)
+        if len(numbers) > _MAX_KWARG_ITEMS:
+            return key, f"holds {len(numbers)} numbers, more than the {_MAX_KWARG_ITEMS} any timm model takes"
+        for n in numbers:
+            if not abs(n) <= MAX_EMBED_DIM:  # false for NaN too; no float() of a huge int
+                return key, f"must hold finite numbers within ±{MAX_EMBED_DIM}, got {n!r}"
+        if key in _DEPTH_KWARGS and (not all(is_int(n) and n >= 0 for n in numbers) or sum(numbers) > MAX_DEPTH):
+            return key, f"must count 0 to {MAX_DEPTH} blocks in all (whole numbers >= 0), got {value!r}"
+    return None
+
+
 @dataclass
 class TimmBackboneConfig:
     """What rebuilds the network: timm name, input channels and the keyword arguments of ``create_model``."""
@@ -66,14 +106,18 @@ class TimmBackboneConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TimmBackboneConfig":
+        """Inverse of :meth:`to_dict`; a bad value raises ``ValueError`` naming its key."""
         if d.get("kind") not in ("timm", "sslkit_cnn") or not isinstance(d.get("name"), str):
             raise ValueError(f"not a timm backbone config: {d!r}")
         kwargs = d.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise ValueError(f"timm kwargs must be a mapping, got {kwargs!r}")
         in_chans = d.get("in_chans", 3)
-        if not isinstance(in_chans, int) or not 1 <= in_chans <= 64:
-            raise ValueError(f"in_chans must be an integer in [1, 64], got {in_chans!r}")
+        if not is_int(in_chans) or not 1 <= in_chans <= MAX_IN_CHANS:
+            raise ValueError(f"in_chans must be an integer in [1, {MAX_IN_CHANS}], got {in_chans!r}")
+        problem = timm_kwargs_problem(kwargs)
+        if problem is not None:
+            raise ValueError(f"kwargs.{problem[0]} {problem[1]}")
         return cls(name=d["name"], in_chans=in_chans, kwargs=dict(kwargs))
 
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslkit.nn.bounds import MAX_EMBED_DIM, is_int
+
 __all__ = ["UNet", "UNetConfig"]
 
 
@@ -41,11 +43,12 @@ class UNetConfig:
     depth: int = 5
 
     def __post_init__(self):
-        if self.channels not in (1, 3):
+        # Checked by type and range before any layer exists: the config may come from an untrusted denoiser.json.
+        if not is_int(self.channels) or self.channels not in (1, 3):
             raise ValueError(f"UNetConfig: channels must be 1 or 3, got {self.channels!r}.")
-        if not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"UNetConfig: width must be a positive integer, got {self.width!r}.")
-        if not isinstance(self.depth, int) or not 1 <= self.depth <= 8:
+        if not is_int(self.width) or not 1 <= self.width <= MAX_EMBED_DIM:
+            raise ValueError(f"UNetConfig: width must be an integer in [1, {MAX_EMBED_DIM}], got {self.width!r}.")
+        if not is_int(self.depth) or not 1 <= self.depth <= 8:
             raise ValueError(f"UNetConfig: depth must be an integer in 1..8, got {self.depth!r}.")
 
     def to_dict(self) -> dict:
@@ -53,6 +56,8 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "UNetConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"UNetConfig: config must be a mapping, got {type(data).__name__}.")
         unknown = set(data) - {"channels", "width", "depth"}
         if unknown:
             raise ValueError(f"UNetConfig: unknown keys {sorted(unknown)}.")

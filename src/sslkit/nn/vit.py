@@ -34,6 +34,9 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 from torch.nn.init import trunc_normal_
 
+from sslkit.nn.bounds import (MAX_IMAGE_SIZE, MAX_IN_CHANS, MAX_MLP_RATIO, is_finite, is_int, is_real,
+                              vit_shape_problem)
+
 __all__ = ["ARCHS", "ViT", "ViTConfig", "build_vit"]
 
 
@@ -60,26 +63,29 @@ class ViTConfig:
     qkv_bias: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
+        # Every field is checked by type and range before a module exists: the config may come from
+        # an untrusted backbone.json, and an absurd width must fail here, not in an allocation.
+        shape = vit_shape_problem(self.embed_dim, self.depth, self.num_heads, self.patch_size, self.num_registers)
+        if shape is not None:
+            raise ValueError(f"ViTConfig.{shape[0]} {shape[1]}.")
+        for name, top in (("img_size", MAX_IMAGE_SIZE), ("in_chans", MAX_IN_CHANS)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ViTConfig.{name} must be a positive integer, got {value!r}.")
-        if isinstance(self.num_registers, bool) or not isinstance(self.num_registers, int) or self.num_registers < 0:
-            raise ValueError(f"ViTConfig.num_registers must be an integer >= 0, got {self.num_registers!r}.")
+            if not is_int(value) or not 1 <= value <= top:
+                raise ValueError(f"ViTConfig.{name} must be an integer in [1, {top}], got {value!r}.")
+        if self.patch_size > self.img_size:
+            raise ValueError(f"ViTConfig.patch_size ({self.patch_size}) must not exceed img_size ({self.img_size}).")
         if self.img_size % self.patch_size:
             raise ValueError(
                 f"ViTConfig.img_size ({self.img_size}) must be a multiple of patch_size ({self.patch_size})."
             )
-        if self.embed_dim % self.num_heads:
-            raise ValueError(
-                f"ViTConfig.embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})."
-            )
-        if not 0.0 <= self.drop_path_rate < 1.0:
+        if not is_real(self.drop_path_rate) or not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"ViTConfig.drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}.")
-        if self.layerscale_init is not None and not self.layerscale_init >= 0:
-            raise ValueError(f"ViTConfig.layerscale_init must be None or >= 0, got {self.layerscale_init!r}.")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"ViTConfig.mlp_ratio must be > 0, got {self.mlp_ratio!r}.")
+        if self.layerscale_init is not None and not (is_finite(self.layerscale_init) and self.layerscale_init >= 0):
+            raise ValueError(f"ViTConfig.layerscale_init must be None or a finite number >= 0, got {self.layerscale_init!r}.")
+        if not is_real(self.mlp_ratio) or not 0 < self.mlp_ratio <= MAX_MLP_RATIO:
+            raise ValueError(f"ViTConfig.mlp_ratio must be a number in (0, {MAX_MLP_RATIO:g}], got {self.mlp_ratio!r}.")
+        if not isinstance(self.qkv_bias, bool):
+            raise ValueError(f"ViTConfig.qkv_bias must be true or false, got {self.qkv_bias!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of all fields."""
@@ -87,7 +93,9 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ViTConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys or bad values raise ``ValueError`` naming them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"A ViTConfig must be a mapping of field names to values, got {type(d).__name__}.")
         allowed = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - allowed)
         if unknown:
