@@ -28,3 +28,22 @@ def test_lines_give_step_loss_rate_and_eta_from_the_runs_own_steps():
     assert lines[-1] == "step 100/100 · loss 5.2500 · 32 images/s · done"
     # Then one line per 30 s: steps 38, 53, 68, 83, 98, and the last one.
     assert [line.split(" ·")[0] for line in lines[2:]] == [f"step {s}/100" for s in (38, 53, 68, 83, 98, 100)]
+
+
+def test_the_rich_bar_counts_the_runs_steps_also_after_a_resume():
+    """A resumed run showed '12/5' (this process's batches against the steps left); now step / total."""
+    from types import SimpleNamespace
+
+    from sslkit.engine.run import StepProgressBar
+
+    bar = StepProgressBar()
+    seen = []
+    bar._update = lambda task, value: seen.append(value)
+    bar._update_metrics = lambda *a: None
+    bar.refresh = lambda: None
+    bar.train_progress_bar_id = 0
+    trainer = SimpleNamespace(max_steps=20, global_step=13)
+    bar._trainer = trainer
+    assert bar.total_train_batches == 20
+    bar.on_train_batch_end(trainer, None, None, None, batch_idx=0)  # first batch of the resumed process
+    assert seen == [13]

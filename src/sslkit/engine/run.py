@@ -123,6 +123,15 @@ class StepProgressBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         return "pretraining"
 
+    # Lightning's bar counts the batches of this process against the steps *left*, so a resumed run
+    # showed "12/5"; count the run's steps against the run's total instead.
+    @property
+    def total_train_batches(self):
+        return self.trainer.max_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, trainer.global_step - 1)
+
 
 def _progress_bar(enabled: bool):
     # A bar on a terminal; elsewhere (a log file, a cluster job) PlainProgress prints lines instead.
@@ -266,6 +275,9 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA teacher, on purpose
+        # "...your dataloader is not resumable": sslkit's stream resumes exactly from its own state in the
+        # checkpoint (data/stream.py; bit-identical resume is tested), which Lightning cannot see.
+        warnings.filterwarnings("ignore", message=".*dataloader is\\s+not resumable.*")
         # weights_only: a resumed checkpoint is loaded without unpickling arbitrary objects.
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
