@@ -41,6 +41,11 @@ def world(tmp_path_factory):
     (root / "locked").mkdir()  # held by a live process (pid 1 never ends)
     (root / "locked" / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": 1,
                                                           "started": process_start_time(1), "since": "then"}))
+    (root / "corrupt" / "a").mkdir(parents=True)  # one readable image, one that is not an image
+    from PIL import Image
+
+    Image.new("L", (16, 16), 128).save(root / "corrupt" / "a" / "good.png")
+    (root / "corrupt" / "a" / "bad.png").write_bytes(b"not a png at all")
     (root / "results").mkdir()
     (root / "results" / "report.json").write_text("{}")
     return root
@@ -97,6 +102,10 @@ ROWS = {
     # noise / denoise
     "noise existing out": (["noise", "--data", "digits", "--split", "test", "--kind", "gaussian", "--level", "50",
                             "--out", "{root}/noisy"], "--overwrite"),
+    "noise unreadable image": (["noise", "--data", "{root}/corrupt", "--kind", "gaussian", "--level", "50", "--out",
+                                "{root}/new"], "bad.png"),
+    "denoise unreadable image": (["denoise", "train", "--data", "{root}/corrupt", "--out", "{root}/new", "--epochs",
+                                  "1", "--steps-per-epoch", "1", "--width", "8", "--depth", "2"], "bad.png"),
     "denoise depth": (["denoise", "train", "--data", "{root}/noisy", "--out", "{root}/new", "--depth", "9"], "depth"),
     "denoise zero epochs": (["denoise", "train", "--data", "{root}/noisy", "--out", "{root}/new", "--epochs", "0"],
                             "epochs"),

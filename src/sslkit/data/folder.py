@@ -89,8 +89,9 @@ def load_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
                 array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(
-            f"Cannot decode image {os.fspath(path)} ({error}); replace or remove the file, "
-            "or pass data.skip_bad_files=true (Python: skip_bad_files=True) to skip unreadable images."
+            f"Cannot decode image {os.fspath(path)} ({error}); replace or remove the file "
+            "(pretrain can skip unreadable images with data.skip_bad_files=true, Python skip_bad_files=True; "
+            "noise and denoise cannot, as their copies pair file for file with the source)."
         ) from error
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
