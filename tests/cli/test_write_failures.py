@@ -84,3 +84,19 @@ def test_a_failed_write_is_one_sentence_and_leaves_whole_files(tmp_path, monkeyp
     assert report["steps"] == 4 and (run / "backbone.safetensors").is_file()
     assert report["knn_history"][-1][0] == 4 and (run / "learning_curve.png").is_file()
     _whole(run)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS], ids=["ENOSPC", "EROFS"])
+def test_a_folder_writer_that_fails_leaves_no_folder_and_one_sentence(tmp_path, monkeypatch, capsys, code):
+    """The other verbs write their output folder whole (sslkit.atomic_files.write_folder_atomic); the
+    rename of the finished folder failing leaves neither the folder nor its temporary sibling."""
+    out = tmp_path / "noisy"
+    with monkeypatch.context() as patch:
+        _inject(patch, "noisy", code)
+        status = main(["noise", "--data", "digits", "--split", "test", "--kind", "gaussian", "--level", "50",
+                       "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and lines[-1].startswith("sslkit noise: ") and "noisy" in lines[-1], err
+    assert os.strerror(code) in lines[-1] and "run the command again" in lines[-1] and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
