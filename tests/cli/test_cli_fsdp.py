@@ -25,7 +25,10 @@ from tiny_overrides import tiny_dinov2
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "dinov2-tiny.yaml")
 # The tiny model of test_cli_pretrain.py (2-block width-64 ViT, 16-px digits), 4 steps of 2 ranks x 8.
 TINY = tiny_dinov2({"dinov2.koleo_weight": 0.1, "optim.batch_size": 8, "optim.epochs": 1,
-                    "trainer.checkpoint_every_n_steps": None, "trainer.devices": 2})
+                    "trainer.checkpoint_every_n_steps": None, "trainer.devices": 2,
+                    # fp32: the test asks FSDP for DDP's numbers to 1e-5; under bf16 the two cast differently
+                    # (docs/pretrain.md: ~1e-3 after 4 steps).
+                    "trainer.precision": "32-true"})
 
 
 def pretrain(*args: str) -> None:
