@@ -606,6 +606,11 @@ def validate(cfg: RunConfig) -> None:
                                          f"tokens; model.arch={m.arch} returns pooled features: use 'cls'.")
     need(cfg.trainer.checkpoint_every_n_steps >= 0,
          f"Config key 'trainer.checkpoint_every_n_steps' must be 0 (off) or positive, got {cfg.trainer.checkpoint_every_n_steps}.")
+    # Last, so that the specific messages above win: every numeric key against its range (config_ranges.py).
+    from sslkit.config_ranges import check_ranges
+
+    problem = check_ranges(cfg)
+    need(problem is None, problem or "")
 
 
 def recipe_keys_help(width: int = 100) -> str:
