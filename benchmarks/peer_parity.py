@@ -1,20 +1,23 @@
-"""Accuracy parity with a peer library: sslkit against lightly 1.6 (issue 18, item 2).
+"""Accuracy parity with peer libraries: sslkit against lightly 1.6 and stable-pretraining 0.1.8 (issue 18, item 2).
 
-Needs the peer venv (``make bench-peers`` builds ``.venv-peers`` with ``lightly==1.6.*`` next to
-sslkit); the test environment does not have lightly. Exit code 2 if lightly is not importable.
+Needs the peer venv (``make bench-peers`` builds ``.venv-peers`` with ``lightly==1.6.*`` and
+``stable-pretraining==0.1.8`` next to sslkit; pip resolves both in one venv); the test environment has
+neither. Exit code 2 if a peer named by ``--peers`` is not importable.
 
-For every method that lightly ships (DINOv2, SimCLR, VICReg, MAE), each seed trains twice, once
-per library, on the same things:
+For every method a peer ships (both ship DINOv2, SimCLR, VICReg and MAE), each seed trains once per
+library, on the same things:
 
 - backbone: sslkit's ViT (``sslkit.nn.vit.build_vit``, a timm ``VisionTransformer`` subclass) with
   the tiny recipe's model settings (4 blocks, width 192, 3 heads, patch 4, no LayerScale), built
-  under the same seed, so both sides start from identical backbone weights. lightly's side calls
+  under the same seed, so every side starts from identical backbone weights. lightly's side calls
   it through its plain interfaces: ``backbone(x)`` for the CLS token, ``forward_features(x, masks)``
   for iBOT's masked tokens and ``forward_visible(x, masks)`` for MAE's visible-only encoder;
   lightly's ``MaskedVisionTransformerTIMM`` wrapper is not used (it re-initialises the weights
-  and resamples the position table differently for the 16-px local crops);
+  and resamples the position table differently for the 16-px local crops). stable-pretraining's
+  method classes take the module as their encoder and reach its timm internals themselves
+  (``patch_embed``, ``pos_embed``/``_pos_embed``, ``blocks``, ``norm``), as they do for any timm ViT;
 - crops: sslkit's views of the recipe (``build_views``: ``MultiCropAugmentation`` + collate),
-  one seeded stream (``AugmentedStream``), so both sides see bit-identical batches;
+  one seeded stream (``AugmentedStream``), so every side sees bit-identical batches;
 - batch (64), steps (``--steps``), optimiser (AdamW with the recipe's betas), the recipe's peak lr
   (``base_lr`` × sqrt(B/1024)), lr warm-up + cosine, weight-decay schedule, layer-wise lr decay
   and patch-embed lr multiplier; for DINOv2 also the recipe's EMA-momentum and teacher-temperature
@@ -27,15 +30,23 @@ per library, on the same things:
 What is lightly's own on lightly's side: the heads, the losses, the masking utilities, the EMA
 update and the schedule functions, at lightly's defaults (class defaults, or lightly's example for
 a small backbone where a class default is sized for a 2048-d ResNet-50 and would not fit the CPU
-budget). ``NOTES`` lists, per method, every difference between the two sides.
+budget). What is stable-pretraining's own on its side: its shipped method classes
+(``stable_pretraining.methods.SimCLR/VICReg/MAE/DINOv2``) with their forward passes, heads, losses, masking
+and ``TeacherStudentWrapper`` EMA, at their class defaults or the package's own benchmark script for a
+small backbone, and its default weight-decay rule (every parameter decayed); the schedule values are the
+recipe's through sslkit's schedule functions. ``NOTES`` lists, per peer and method, every difference.
+The table's target compares sslkit with the best peer (highest kNN mean) per method.
 
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 .venv-peers/bin/python benchmarks/peer_parity.py [--methods dinov2,simclr,vicreg,mae]
-        [--seeds 0,1,2] [--steps 66] [--data digits] [--json FILE] [--resume] [--append-md FILE]
+        [--peers lightly,sp] [--seeds 0,1,2] [--steps 66] [--data digits] [--json FILE] [--resume]
+        [--append-md FILE]
 
 ``--resume`` keeps the runs already in ``--json`` that have the same settings (a stopped benchmark
-continues where it was). ``--append-md`` appends the result section to a Markdown file.
+continues where it was; a peer's runs are kept when its settings for that method are unchanged, so a
+new peer trains only its own arms; runs of peers not named by ``--peers`` are kept too, so each peer
+can run in its own venv against one JSON). ``--append-md`` appends the result section to a Markdown file.
 """
 
 from __future__ import annotations
@@ -205,12 +216,15 @@ def seed_all(seed: int) -> None:
     np.random.seed(seed)
 
 
-def load_method_config(method: str, data: str, seed: int, steps: int, batch_size: int, train_size: int):
-    """The method's tiny recipe on ``data``, with its epoch count set so the run is ``steps`` steps long."""
+def load_method_config(method: str, data: str, seed: int, steps: int, batch_size: int, train_size: int,
+                       extra_overrides: tuple[str, ...] = ()):
+    """The method's tiny recipe on ``data``, with its epoch count set so the run is ``steps`` steps long
+    (``extra_overrides``: recipe overrides for an ablation)."""
     iters_per_epoch = max(1, train_size // batch_size)  # what the engine uses (optim.iters_per_epoch: null)
     epochs = (steps - 1e-6) / iters_per_epoch  # ceil(epochs * iters_per_epoch) == steps
     overrides = [f"data.source={data}", f"trainer.seed={seed}", f"optim.batch_size={batch_size}",
-                 f"optim.epochs={epochs!r}", "trainer.precision=32-true", "monitor.baselines=false"]
+                 f"optim.epochs={epochs!r}", "trainer.precision=32-true", "monitor.baselines=false",
+                 *extra_overrides]
     cfg = load_config(ROOT / f"recipes/{method}-tiny.yaml", overrides)
     # A smoke run shorter than a recipe's warm-up (e.g. --steps 4): cap each epoch-based warm-up at half the run,
     # as the engine does for restarted stages. At the default 66 steps nothing is capped.
@@ -511,11 +525,13 @@ class _ProbeShim:
                     del module.__dict__[attr]
 
 
-def train_sp(cfg, schedules, data, loader) -> tuple[nn.Module, list[float]]:
-    """stable-pretraining's shipped method classes on sslkit's ViT (see ``SP_SETTINGS`` / ``SP_NOTES``)."""
+def train_sp(cfg, schedules, data, loader, settings: dict | None = None) -> tuple[nn.Module, list[float]]:
+    """stable-pretraining's shipped method classes on sslkit's ViT (see ``SP_SETTINGS`` / ``SP_NOTES``);
+    ``settings`` replaces the method's ``SP_SETTINGS`` entry (for an ablation)."""
     import stable_pretraining as spt
 
-    method, s = cfg.method, SP_SETTINGS[cfg.method]
+    method = cfg.method
+    s = SP_SETTINGS[method] if settings is None else settings
     seed_all(cfg.trainer.seed)
     backbone = build_backbone(cfg, data.channels).train()  # the same weights as sslkit's under this seed
     backbone.mask_token.requires_grad_(False)  # sp's DINOv2 has its own mask token; the others use none
