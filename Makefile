@@ -54,7 +54,7 @@ $(PEERS_VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/pip install --quiet -c constraints.txt torch torchvision
 	$(PEERS_VENV)/bin/pip install --quiet -c constraints.txt -e .
-	$(PEERS_VENV)/bin/pip install --quiet -c constraints.txt 'lightly==1.6.*'
+	$(PEERS_VENV)/bin/pip install --quiet -c constraints.txt 'lightly==1.6.*' stable-pretraining==0.1.8
 	touch $@
 
 bench-peers: $(PEERS_VENV)/.installed
