@@ -10,7 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-__all__ = ["write_bytes_atomic", "write_folder_atomic", "write_text_atomic", "save_safetensors_with_json"]
+__all__ = ["write_bytes_atomic", "write_folder_atomic", "write_text_atomic", "save_safetensors_atomic",
+           "save_safetensors_with_json"]
 
 
 def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
@@ -33,6 +34,22 @@ def _default_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def save_safetensors_atomic(path: str | os.PathLike, tensors: Mapping, metadata: Optional[dict] = None) -> None:
+    """One safetensors file, written to a temporary name and renamed (readable like any other file)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, _default_file_mode())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def save_safetensors_with_json(directory: Path, tensors: Mapping, weights_name: str, json_name: str, json_text: str,

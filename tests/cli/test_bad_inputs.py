@@ -6,7 +6,6 @@ and leave the working directory byte-identical (no file changed, no directory cr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -16,16 +15,12 @@ import pytest
 
 from sslkit.cli import main
 from sslkit.engine.run_lock import LOCK_NAME, process_start_time
+from run_files import snapshot
 from tiny_overrides import tiny_dinov2
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "recipes" / "dinov2-tiny.yaml")
 TINY = tiny_dinov2({"monitor.knn_every_n_steps": 0, "trainer.max_steps": 2})
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
-            for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture(scope="module")

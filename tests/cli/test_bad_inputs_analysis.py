@@ -9,7 +9,6 @@ Every row is rejected before a language model loads or anything trains.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from pathlib import Path
 
@@ -18,16 +17,12 @@ import pytest
 import torch
 
 from sslkit.cli import main
+from run_files import snapshot
 from tiny_overrides import tiny_dinov2
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "recipes" / "dinov2-tiny.yaml")
 TINY = tiny_dinov2({"monitor.knn_every_n_steps": 0, "trainer.max_steps": 2})
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
-            for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,10 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
 
 from sslkit.cli import main
 from sslkit.engine import jsonl_logger
+from run_files import assert_whole
 from tiny_overrides import tiny_dinov2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,15 +49,9 @@ def _inject(monkeypatch, site: str, code: int) -> None:
 
 
 def _whole(run: Path) -> None:
-    """Every file the run left is complete: it parses as what it claims to be."""
-    for path in run.rglob("*"):
-        assert not path.name.endswith(".tmp"), f"temporary file left: {path}"
-        if path.suffix == ".ckpt":
-            torch.load(path, map_location="cpu", weights_only=True)
-        elif path.suffix == ".json" or path.name == ".lock":
-            json.loads(path.read_text())
-        elif path.suffix == ".yaml":
-            yaml.safe_load(path.read_text())
+    """Every file whole, no temporary file left, and the run lock released."""
+    assert_whole(run)
+    assert not list(run.rglob("*.tmp")), list(run.rglob("*.tmp"))
     assert not (run / ".lock").exists(), "the run lock outlived the failed command"
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from sslkit.engine.checkpoints import candidate_checkpoints
+from run_files import assert_whole
 from tiny_overrides import tiny_dinov2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,28 +50,6 @@ def _env(aim: str | None) -> dict:
     if aim:
         env["SSLKIT_CHAOS_KILL"] = aim
     return env
-
-
-def _assert_whole(run: Path) -> None:
-    """Every file of the run parses as what it is; temporary files (``*.tmp``) are the only leftovers allowed."""
-    for path in run.rglob("*"):
-        if not path.is_file() or path.name.endswith(".tmp") or "tensorboard" in path.parts:
-            continue
-        if path.suffix == ".ckpt":
-            torch.load(path, map_location="cpu", weights_only=True)
-        elif path.suffix == ".json" or path.name == ".lock":
-            json.loads(path.read_text())
-        elif path.suffix == ".yaml":
-            yaml.safe_load(path.read_text())
-        elif path.suffix == ".jsonl":
-            assert path.read_bytes().endswith(b"\n") or not path.read_bytes(), f"{path} ends mid-line"
-            [json.loads(line) for line in path.read_text().splitlines()]
-        elif path.suffix == ".safetensors":
-            load_file(str(path))
-        elif path.suffix == ".csv":
-            assert path.read_text().endswith("\n")
-        elif path.suffix == ".png":
-            assert path.read_bytes()[-8:] == b"IEND\xaeB`\x82", f"{path} is cut"
 
 
 def _run_to_end(run: Path, aim: str | None = None, kill_after: float | None = None) -> str:
@@ -118,7 +96,7 @@ def test_twenty_kill_9_then_resume_equal_an_uninterrupted_run(tmp_path):
                 aim, kill_after = None, None
             outcome = _run_to_end(run, aim=aim, kill_after=kill_after)
             assert not outcome.startswith("failed"), (kills, aim, outcome)
-            _assert_whole(run)
+            assert_whole(run)
             if outcome == "killed":
                 kills += 1
                 hits.append(aim or "random")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -441,11 +440,15 @@ def _region_map(model: torch.nn.Module, grid: torch.Tensor) -> torch.Tensor:
 
 
 def _save_figure(fig, path: Path) -> Path:
+    import io
+
+    from sslkit.atomic_files import write_bytes_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

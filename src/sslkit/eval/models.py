@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -555,16 +554,9 @@ def _cache_key(parts: dict) -> str:
 
 
 def _write_safetensors_atomic(tensors: dict, path: Path, metadata: dict) -> None:
-    from safetensors.torch import save_file
+    from sslkit.atomic_files import save_safetensors_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    save_safetensors_atomic(path, tensors, metadata)
 
 
 def _read_cache(path: Path) -> Optional[tuple[torch.Tensor, torch.Tensor]]:

@@ -122,20 +122,14 @@ def load_text_backbone(model_spec: Any) -> tuple[nn.Module, Any]:
         if not path.is_dir():
             raise ConfigError(f"Model {model_spec!r} is neither 'minilm', 'smollm2' nor a local Hugging Face "
                               f"model directory; pass one of those.")
-        from sslkit.llm.models import _force_offline, check_hf_config, refuse_remote_code
+        from sslkit.llm.models import _force_offline, check_hf_config, read_hf_config, refuse_remote_code
 
         _force_offline()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
         # A user directory: never run code it ships (auto_map), and refuse absurd sizes before building.
         with refuse_remote_code(path, ConfigError):
-            try:
-                config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-            except Exception as err:  # noqa: BLE001 - any failure to parse a user's config.json is a bad config
-                if isinstance(err, ValueError) and "trust_remote_code" in str(err):
-                    raise  # refuse_remote_code words it
-                raise ConfigError(f"Model directory {str(path)!r} has no readable Hugging Face config "
-                                  f"({' '.join(str(err).split())}).") from None
+            config = read_hf_config(path, True, ConfigError)
             check_hf_config(config, path, ConfigError)
             model = AutoModel.from_pretrained(str(path), config=config, dtype=torch.float32, local_files_only=True,
                                               trust_remote_code=False)

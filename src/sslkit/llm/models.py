@@ -213,6 +213,20 @@ _HF_BOUNDS = (("hidden_size", "MAX_EMBED_DIM"), ("num_hidden_layers", "MAX_DEPTH
               ("vocab_size", "MAX_VOCAB"), ("max_position_embeddings", "MAX_POSITIONS"))
 
 
+def read_hf_config(spec: str | os.PathLike, local_only: bool = True, error: type[ValueError] = ValueError):
+    """A user's Hugging Face ``config.json``, never running code it ships; one sentence if it cannot be read."""
+    from transformers import AutoConfig
+
+    with refuse_remote_code(spec, error):
+        try:
+            return AutoConfig.from_pretrained(str(spec), local_files_only=local_only, trust_remote_code=False)
+        except Exception as err:  # noqa: BLE001 - any failure to parse a user's config.json is a bad config
+            if isinstance(err, ValueError) and "trust_remote_code" in str(err):
+                raise  # refuse_remote_code words it
+            raise error(f"Model {str(spec)!r} has no readable Hugging Face config "
+                        f"({' '.join(str(err).split())}).") from None
+
+
 @contextlib.contextmanager
 def refuse_remote_code(spec: str | os.PathLike, error: type[ValueError] = ValueError):
     """Turn transformers' "contains custom code" ValueError into one sentence naming the directory."""
@@ -351,18 +365,11 @@ def load_causal_lm(spec: str | os.PathLike = "smollm2", *, dtype: str = "float32
     local_only = check_causal_lm_spec(spec, allow_network=allow_network)
     if local_only:
         _force_offline()
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     restore = _quiet_transformers()
     try:
-        with refuse_remote_code(spec):
-            try:
-                config = AutoConfig.from_pretrained(str(spec), local_files_only=local_only, trust_remote_code=False)
-            except Exception as err:  # noqa: BLE001 - any failure to parse a user's config.json is a bad config
-                if isinstance(err, ValueError) and "trust_remote_code" in str(err):
-                    raise  # refuse_remote_code words it
-                raise ValueError(f"Model {str(spec)!r} has no readable Hugging Face config "
-                                 f"({' '.join(str(err).split())}).") from None
+        config = read_hf_config(spec, local_only, ValueError)
         check_hf_config(config, spec)
         # BERT-like configs map to an "LM head" in transformers' causal-LM table, but a checkpoint saved as an
         # encoder (architectures = ["BertModel"], ...ForSequenceClassification) is not a next-token model.
