@@ -622,9 +622,13 @@ def train_sp(cfg, schedules, data, loader, settings: dict | None = None) -> tupl
 # ------------------------------------------------------------------------------------ evaluation
 
 
-def evaluate(model, data, image_size: int) -> dict:
-    """kNN (k=20, T=0.07) and linear-probe top-1 on CLS features; train split = bank, test = queries."""
+def evaluate(model, data, image_size: int, pooling: str = "cls") -> dict:
+    """kNN (k=20, T=0.07) and linear-probe top-1 on CLS features (``pooling="mean"``: the mean of the patch
+    tokens, as sslkit's kNN monitor with ``monitor.knn_pooling=mean``); train split = bank, test = queries."""
+    from sslkit.engine.callbacks import knn_pooled
+
     t0 = time.perf_counter()
+    model = knn_pooled(model, pooling)
     tf = EvalTransform(image_size, data.mean, data.std)
     train_x, train_y = extract_features(model, TransformedDataset(data.bank, tf))
     test_x, test_y = extract_features(model, TransformedDataset(data.queries, tf))

@@ -14,6 +14,17 @@ mae-decoder
     example and the stable-pretraining arm) through ``mae.decoder_dim=512 mae.decoder_depth=1
     mae.decoder_num_heads=16``; stable-pretraining's ``methods.MAE`` with sslkit's recipe decoder (2 blocks,
     width 128, 4 heads).
+
+vicreg-projector
+    sslkit's VICReg with stable-pretraining's projector shape (3 × 2048, the reference layout and sslkit's own
+    ``VICRegConfig`` default) instead of the ``vicreg-tiny`` recipe's 3 × 512.
+
+mae-mean-pool
+    The table's three MAE arms, each backbone scored on the class token and on the mean of its patch tokens.
+
+mae-cls-out
+    sslkit with the class token kept out of the decoder (``mae.decoder_prefix_tokens=false``, what
+    stable-pretraining's ``MAE.forward`` does), at the recipe decoder and at the peers' 512 × 1 decoder.
 """
 
 from __future__ import annotations
@@ -47,6 +58,48 @@ ABLATIONS = {
              {**pp.SP_SETTINGS["mae"], "decoder_embed_dim": 128, "decoder_depth": 2, "decoder_num_heads": 4}),
         ],
     },
+    "mae-cls-out": {
+        "key": "mae_cls_out_of_decoder",
+        "method": "mae",
+        "description": ("MAE, same seeds/crops/schedules/steps as the table; sslkit with the class token kept out "
+                        "of the decoder (mae.decoder_prefix_tokens=false, as stable-pretraining's methods.MAE), "
+                        "at its recipe decoder and at the peers' 512 x 1 decoder; "
+                        "benchmarks/peer_parity_ablate.py mae-cls-out"),
+        "arms": [
+            ("sslkit, class token out of the decoder, recipe decoder 128 × 2", "sslkit",
+             ("mae.decoder_prefix_tokens=false",), None),
+            ("sslkit, class token out of the decoder, the peers' decoder 512 × 1", "sslkit",
+             ("mae.decoder_prefix_tokens=false", "mae.decoder_dim=512", "mae.decoder_depth=1",
+              "mae.decoder_num_heads=16"), None),
+        ],
+    },
+    "mae-mean-pool": {
+        "key": "mae_mean_pooled_features",
+        "method": "mae",
+        "pooling": ("cls", "mean"),
+        "description": ("MAE, the three sides exactly as in the table (each at its defaults), each backbone scored "
+                        "twice by the same evaluator: on the class token (the table's features) and on the mean "
+                        "of the patch tokens (what MAE's loss trains; the learning-outcome tests' MAE readout); "
+                        "benchmarks/peer_parity_ablate.py mae-mean-pool"),
+        "arms": [
+            ("sslkit (recipe)", "sslkit", (), None),
+            ("lightly (its MAE example)", "lightly", (), None),
+            ("stable-pretraining (methods.MAE, 512 x 1 decoder)", "sp", (), None),
+        ],
+    },
+    "vicreg-projector": {
+        "key": "vicreg_projector_3x2048",
+        "method": "vicreg",
+        "description": ("VICReg, same seeds/crops/schedules/steps as the table; sslkit with stable-pretraining's "
+                        "projector shape (3 layers, 2048-2048-2048: the VICReg reference's layout, and sslkit's "
+                        "own VICRegConfig default) instead of the vicreg-tiny recipe's 3 x 512; "
+                        "benchmarks/peer_parity_ablate.py vicreg-projector"),
+        "arms": [
+            ("sslkit, projector 2048-2048-2048, 3 layers", "sslkit",
+             ("vicreg.projector_hidden_dim=2048", "vicreg.projector_out_dim=2048", "vicreg.projector_layers=3"),
+             None),
+        ],
+    },
 }
 
 
@@ -73,20 +126,23 @@ def main(argv: list[str] | None = None) -> int:
     method = spec["method"]
     for seed in seeds:
         for label, side, overrides, settings in spec["arms"]:
-            cfg, schedules, _ = pp.load_method_config(method, args.data, seed, args.steps, args.batch_size,
+            cfg, schedules, ipe = pp.load_method_config(method, args.data, seed, args.steps, args.batch_size,
                                                       len(data.train), tuple(overrides))
             loader = pp.make_loader(cfg, data, args.steps)
             t0 = time.perf_counter()
             if side == "sslkit":
                 model, losses = pp.train_sslkit(cfg, schedules, data, loader)
+            elif side == "lightly":
+                model, losses = pp.train_lightly(cfg, ipe, args.steps, data, loader)
             else:
                 model, losses = pp.train_sp(cfg, schedules, data, loader, settings=settings)
             train_s = time.perf_counter() - t0
-            scores = pp.evaluate(model, data, cfg.crops.global_size)
-            entry["runs"].append({"side": label, "seed": seed, "train_s": train_s, "first_loss": losses[0],
-                                  "final_loss": losses[-1], **scores})
-            print(f"{label}: seed {seed}: kNN {pp.pct(scores['knn'])} %, linear {pp.pct(scores['linear'])} %, "
-                  f"train {train_s:.0f} s", flush=True)
+            for pooling in spec.get("pooling", ("cls",)):
+                scores = pp.evaluate(model, data, cfg.crops.global_size, pooling=pooling)
+                entry["runs"].append({"side": label, "seed": seed, "train_s": train_s, "first_loss": losses[0],
+                                      "final_loss": losses[-1], "pooling": pooling, **scores})
+                print(f"{label}: seed {seed}: {pooling} kNN {pp.pct(scores['knn'])} %, linear "
+                      f"{pp.pct(scores['linear'])} %, train {train_s:.0f} s", flush=True)
             entry["load_after"] = os.getloadavg()[0]
             pp.write_json(args.json, res)
     return 0

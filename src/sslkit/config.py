@@ -120,6 +120,9 @@ class MAEConfig:
     decoder_dim: int = 128  # the reference pairs ViT-B with 512 x 8 blocks; this is a light default
     decoder_depth: int = 2
     decoder_num_heads: int = 4
+    # The reference (facebookresearch/mae models_mae.py) passes the class token through the decoder; False
+    # keeps it out (stable-pretraining's methods.MAE), so reconstruction never trains the CLS output directly.
+    decoder_prefix_tokens: bool = True
 
 
 @dataclass

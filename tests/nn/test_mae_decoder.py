@@ -72,3 +72,21 @@ def test_decoder_puts_visible_tokens_back_in_place():
     pred.sum().backward()
     assert vit.patch_embed.proj.weight.grad.abs().sum() > 0
     assert dec.mask_token.grad.abs().sum() > 0
+
+
+def test_class_token_kept_out_of_the_decoder_on_request():
+    """``decode_prefix_tokens=False`` (stable-pretraining's MAE): the class token cannot change a prediction;
+    the reference layout (default) lets it."""
+    vit = tiny_vit()
+    x = torch.randn(2, 3, 16, 16)
+    masks = masks_for(2, 16, 12)
+    enc = vit.forward_visible(x, masks)
+    other_cls = enc["tokens"].clone()
+    other_cls[:, 0] += 3.0
+    torch.manual_seed(0)
+    kept_out = MAEDecoder(32, patch_size=4, channels=3, dim=16, depth=1, num_heads=2, decode_prefix_tokens=False)
+    torch.manual_seed(0)
+    kept_in = MAEDecoder(32, patch_size=4, channels=3, dim=16, depth=1, num_heads=2)
+    torch.testing.assert_close(kept_out(other_cls, masks, enc["grid"]), kept_out(enc["tokens"], masks, enc["grid"]))
+    assert not torch.allclose(kept_in(other_cls, masks, enc["grid"]), kept_in(enc["tokens"], masks, enc["grid"]))
+    assert kept_out(enc["tokens"], masks, enc["grid"]).shape == (2, 16, 4 * 4 * 3)

@@ -58,7 +58,8 @@ def build_method(cfg: RunConfig, in_chans: int) -> SSLMethod:
     if cfg.method == "mae":
         a = cfg.mae
         decoder = MAEDecoder(width, backbone.patch_size, in_chans, dim=a.decoder_dim, depth=a.decoder_depth,
-                             num_heads=a.decoder_num_heads, num_prefix_tokens=backbone.num_prefix_tokens)
+                             num_heads=a.decoder_num_heads, num_prefix_tokens=backbone.num_prefix_tokens,
+                             decode_prefix_tokens=a.decoder_prefix_tokens)
         return MAE(backbone, decoder, norm_pix_loss=a.norm_pix_loss)
     if cfg.method == "simclr":
         s = cfg.simclr

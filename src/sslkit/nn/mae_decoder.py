@@ -38,12 +38,13 @@ class MAEDecoder(nn.Module):
     """Encoder tokens of the visible patches -> predicted pixels of every patch.
 
     ``forward(tokens, masks, grid)``: ``tokens`` (B, P + N_visible, D_enc) with P prefix tokens
-    (CLS, registers) first, ``masks`` (B, N) bool (True = hidden), ``grid`` (h, w) with N = h·w.
+    (CLS, registers) first (kept out of the decoder when ``decode_prefix_tokens`` is False), ``masks`` (B, N) bool (True = hidden), ``grid`` (h, w) with N = h·w.
     Returns (B, N, patch_size²·channels) predictions in row-major patch order.
     """
 
     def __init__(self, encoder_dim: int, patch_size: int, channels: int, dim: int = 128, depth: int = 2,
-                 num_heads: int = 4, mlp_ratio: float = 4.0, num_prefix_tokens: int = 1) -> None:
+                 num_heads: int = 4, mlp_ratio: float = 4.0, num_prefix_tokens: int = 1,
+                 decode_prefix_tokens: bool = True) -> None:
         super().__init__()
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -51,6 +52,7 @@ class MAEDecoder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.predict = nn.Linear(dim, patch_size * patch_size * channels)
         self.num_prefix_tokens = num_prefix_tokens
+        self.decode_prefix_tokens = decode_prefix_tokens
         self.dim = dim
         trunc_normal_(self.mask_token, std=0.02)  # the reference: normal(std=.02)
         for m in self.modules():
@@ -70,5 +72,7 @@ class MAEDecoder(nn.Module):
         full = self.mask_token.to(x.dtype).expand(b, n, self.dim).clone()
         full[~masks] = visible.reshape(-1, self.dim)  # back to each visible patch's own position
         full = full + sincos_positions_2d(grid[0], grid[1], self.dim).to(x.device, x.dtype)
+        if not self.decode_prefix_tokens:  # the class token (and registers) stay out of the decoder
+            prefix = prefix[:, :0]
         x = self.norm(self.blocks(torch.cat([prefix, full], dim=1)))
-        return self.predict(x[:, r:])
+        return self.predict(x[:, prefix.shape[1]:])
