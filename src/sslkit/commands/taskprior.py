@@ -117,7 +117,8 @@ def _load_models(args, console):
 
     from sslkit.config import ConfigError
     from sslkit.data.errors import DataError
-    from sslkit.eval.models import compute_features, is_features_file
+    from sslkit.eval.feature_cache import compute_features
+    from sslkit.eval.features_file import is_features_file
 
     features, labels_seen = {}, []
     taken: set = set()

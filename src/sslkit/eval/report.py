@@ -36,8 +36,10 @@ from sslkit.data.errors import DataError
 from sslkit.eval.fewshot import FewShotConfig, fewshot_protocol
 from sslkit.eval.knn import KNNConfig, knn_protocol
 from sslkit.eval.linear import LinearProbeConfig, linear_probe, stratified_split
-from sslkit.eval.models import (EvalData, FeatureSet, encoder_summary, feature_set, is_features_file,
-                                load_encoder, open_eval_data)
+from sslkit.eval.encoders import encoder_summary, load_encoder
+from sslkit.eval.eval_data import EvalData, open_eval_data
+from sslkit.eval.feature_cache import feature_set
+from sslkit.eval.features_file import FeatureSet, is_features_file
 from sslkit.eval.robustness import RobustnessConfig, corruption_errors, resolve_reference, robustness_of_model
 from sslkit.eval.segmentation import SegmentationConfig, load_masks, segmentation_probe
 from sslkit.functional.metrics import alpha_req, cka, cknna, mutual_knn, rankme
@@ -172,9 +174,10 @@ class _ModelFeatures:
         return self._cache[key]
 
     def _from_file(self, split: str) -> FeatureSet:
-        from sslkit.eval.models import _safetensors_keys, feature_set as read
+        from sslkit.eval.feature_cache import feature_set as read
+        from sslkit.eval.features_file import safetensors_keys
 
-        keys = _safetensors_keys(Path(self.spec))
+        keys = safetensors_keys(Path(self.spec))
         if any(k.endswith(".features") for k in keys):
             return read(self.spec, None, split)
         # One plain set: hold out a seeded, stratified test fraction (recorded in the report).

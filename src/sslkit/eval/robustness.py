@@ -34,7 +34,9 @@ from sslkit.config import ConfigError
 from sslkit.data.corruptions import CORRUPTION_GROUPS, CORRUPTIONS, SEVERITIES
 from sslkit.eval.knn import KNNConfig, knn_protocol
 from sslkit.eval.linear import LinearProbeConfig, stratified_split, train_linear_heads
-from sslkit.eval.models import EvalData, ImageCorruption, feature_set, open_eval_data
+from sslkit.eval.eval_data import EvalData, open_eval_data
+from sslkit.eval.eval_view import ImageCorruption
+from sslkit.eval.feature_cache import feature_set
 
 __all__ = ["RobustnessConfig", "robustness_of_model", "corruption_errors", "robustness_heatmap_png"]
 
