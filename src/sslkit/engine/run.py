@@ -48,7 +48,7 @@ from sslkit.engine.slurm import cluster_plugins, slurm_job_id
 from sslkit.engine.param_groups import dinov2_param_groups
 from sslkit.engine.strategy import (GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone,
                                     wants_sync_batchnorm)
-from sslkit.eval.features import raw_pixels
+from sslkit.data.features import raw_pixels
 from sslkit.engine.learning_curve import plot_learning_curve
 from sslkit.nn.export import save_backbone
 from sslkit.atomic_files import write_text_atomic
@@ -319,7 +319,7 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
             result.knn["raw_pixels"] = knn_top1(raw_pixels, monitor.bank, monitor.queries, data.num_classes,
                                                 cfg.monitor.knn_k, cfg.monitor.knn_temperature)
     if monitor is not None and cfg.method == "mae":
-        from sslkit.eval.reconstruction import heldout_reconstruction_loss
+        from sslkit.engine.heldout_reconstruction import heldout_reconstruction_loss
 
         def reconstruction(mae) -> float:
             return heldout_reconstruction_loss(mae, monitor.queries, cfg.mae.mask_ratio, cfg.mae.norm_pix_loss,
