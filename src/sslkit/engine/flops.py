@@ -79,9 +79,12 @@ def step_flops(cfg: RunConfig, crops: tuple[int, int], in_chans: int = 3, method
         keys for one image), ``backbone_forward`` ({global, local}: one crop's forward), ``tokens``
         ({global, local}: tokens per crop incl. class/register tokens), ``batch``, ``crops``.
     """
-    if cfg.method != "dinov2":
-        raise ConfigError(f"sslkit flops counts DINOv2 steps; recipe key 'method' is {cfg.method!r}. "
-                          "Use a dinov2 recipe.")
+    from sslkit.methods.registry import method_spec, registered_methods
+
+    if not method_spec(cfg.method).counts_flops:
+        counted = [name for name, spec in registered_methods().items() if spec.counts_flops]
+        raise ConfigError(f"sslkit flops counts {'/'.join(counted)} steps; recipe key 'method' is {cfg.method!r}. "
+                          f"Use a {' or '.join(counted)} recipe.")
     global_size, local_size = int(crops[0]), int(crops[1])
     p = cfg.model.patch_size
     for name, size in (("global", global_size), ("local", local_size)):

@@ -46,6 +46,7 @@ from sslkit.engine.resume import check_resume
 from sslkit.engine.run_lock import RunLock
 from sslkit.engine.slurm import cluster_plugins, slurm_job_id
 from sslkit.engine.param_groups import dinov2_param_groups
+from sslkit.methods.registry import method_spec
 from sslkit.engine.strategy import (GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone,
                                     wants_sync_batchnorm)
 from sslkit.eval.features import raw_pixels
@@ -62,7 +63,9 @@ class PretrainResult:
     final_loss: Optional[float]
     knn: dict = field(default_factory=dict)  # name -> top-1 accuracy in [0, 1]
     knn_history: list = field(default_factory=list)
-    reconstruction: dict = field(default_factory=dict)  # MAE: name -> held-out masked-patch loss
+    # The method's held-out objectives: name -> {"pretrained": v, "random_init": v} (MAE:
+    # heldout_reconstruction_loss, its masked-patch loss on the held-out images).
+    heldout: dict = field(default_factory=dict)
 
 
 def build_stream(cfg: RunConfig, data: DataSplits, stage_starts: list[int], global_batch: int, log=print):
@@ -217,7 +220,7 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
 
     if cfg.monitor.repr_every_n_steps is not None:
         # DINOv2's embedding holds every global crop (the LiDAR views); the others return one view.
-        views = c.n_global if cfg.method in ("dinov2", "mae") else 1
+        views = method_spec(cfg.method).embedding_views(cfg)
         callbacks.append(RepresentationMonitor(cfg.monitor.repr_every_n_steps, cfg.monitor.repr_samples,
                                                n_views=views))
 
@@ -239,7 +242,7 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
     schedules = build_schedules(cfg, iters_per_epoch, global_batch)
     stream = build_stream(cfg, data, [start for start, _, _ in schedules.stages], global_batch, log)
     flops_plan = None
-    if cfg.monitor.count_flops and cfg.method == "dinov2":
+    if cfg.monitor.count_flops and method_spec(cfg.method).counts_flops:
         from sslkit.engine.flops import recipe_flops
 
         flops_plan = recipe_flops(cfg, in_chans=data.channels, total_steps=schedules.total_iters)
@@ -318,21 +321,19 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
                                                  cfg.monitor.knn_k, cfg.monitor.knn_temperature)
             result.knn["raw_pixels"] = knn_top1(raw_pixels, monitor.bank, monitor.queries, data.num_classes,
                                                 cfg.monitor.knn_k, cfg.monitor.knn_temperature)
-    if monitor is not None and cfg.method == "mae":
-        from sslkit.eval.reconstruction import heldout_reconstruction_loss
-
-        def reconstruction(mae) -> float:
-            return heldout_reconstruction_loss(mae, monitor.queries, cfg.mae.mask_ratio, cfg.mae.norm_pix_loss,
-                                               seed=t.seed)
-
-        result.reconstruction["pretrained"] = reconstruction(module.method)
-        if cfg.monitor.baselines:
+    if monitor is not None:
+        # The method's own objective on the held-out images (MAE: its masked-patch loss), for the trained
+        # method and, with the baselines, for the same method at random init.
+        for name, value in module.method.heldout_metrics(monitor.queries, seed=t.seed).items():
+            result.heldout[name] = {"pretrained": value}
+        if result.heldout and cfg.monitor.baselines:
             torch.manual_seed(t.seed)
-            result.reconstruction["random_init"] = reconstruction(build_method(cfg, data.channels))
+            for name, value in build_method(cfg, data.channels).heldout_metrics(monitor.queries, seed=t.seed).items():
+                result.heldout[name]["random_init"] = value
     report = {"run_dir": str(out), "steps": result.steps, "final_loss": result.final_loss,
               "knn_top1": result.knn, "knn_k": cfg.monitor.knn_k,
-              # MAE only: its masked-patch loss on the held-out images (eval/reconstruction.py).
-              **({"heldout_reconstruction_loss": result.reconstruction} if result.reconstruction else {}), "knn_pooling": cfg.monitor.knn_pooling,
+              # The method's own held-out objective, if it has one (MAE: heldout_reconstruction_loss).
+              **result.heldout, "knn_pooling": cfg.monitor.knn_pooling,
               "flops": None if flops_plan is None else {"total_planned": flops_plan["total"],
                                                         "ratio_to_full_resolution": flops_plan["ratio_to_full_resolution"]}, "knn_history": result.knn_history,
               "data": data.description}
