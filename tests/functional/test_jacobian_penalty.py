@@ -167,3 +167,29 @@ def test_penalty_through_vit_attention_reaches_the_backbone():
     no_grad = {n for n, p in vit.named_parameters() if p.grad is None or p.grad.abs().max() == 0}
     # mask_token is unused without masks; the final LayerNorm's bias shifts f without changing J.
     assert no_grad == {"mask_token", "norm.bias"}
+
+
+def test_grokalign_objective_is_task_loss_plus_lam_times_the_penalty():
+    from sslkit.functional.jacobian import differentiable_forward, grokalign_objective
+
+    model = tanh_mlp()
+    x, y = torch.randn(5, 6, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    inputs, outputs = differentiable_forward(model, x)
+    assert inputs.requires_grad and not x.requires_grad
+    task = nn.functional.mse_loss(outputs, y)
+    objective, penalty = grokalign_objective(task, outputs, inputs, 0.3, 2, generator=torch.Generator().manual_seed(4))
+    expected = jacobian_penalty(model, x, 2, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(penalty, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(objective, task + 0.3 * expected, rtol=1e-12, atol=1e-12)
+    # differentiable w.r.t. the parameters (the penalty through a double backward)
+    objective.backward()
+    assert all(p.grad is not None and p.grad.abs().max() > 0 for p in model.parameters())
+
+
+def test_centroid_summary_is_the_batch_means_of_the_centroid_statistics():
+    from sslkit.functional.jacobian import centroid_stats, centroid_summary
+
+    model, x = tanh_mlp(), torch.randn(7, 6, dtype=torch.float64)
+    stats, summary = centroid_stats(model, x), centroid_summary(model, x)
+    assert summary == {"alignment": float(stats.alignment.mean()), "norm": float(stats.norm.mean()),
+                       "inner_product": float(stats.inner_product.mean())}

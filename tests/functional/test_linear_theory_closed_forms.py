@@ -283,6 +283,23 @@ def test_thresholds_are_where_the_spectra_cross():
     assert lt.rc_threshold(gamma_s, gamma_s, c_s) == pytest.approx(c_s)
 
 
+def test_margins_are_the_inequalities_signed_and_have_one_home():
+    gamma_s, c_s = 1.3, 0.2
+    gamma_n, c_n = np.meshgrid(np.geomspace(0.05, 20, 25), np.r_[0.0, np.geomspace(1e-3, 50, 24)], indexing="ij")
+    for margin, keeps, threshold in ((lt.je_margin, lt.je_keeps_signal, lt.je_threshold),
+                                     (lt.rc_margin, lt.rc_keeps_signal, lt.rc_threshold)):
+        m = margin(gamma_s, c_s, gamma_n, c_n)
+        assert np.all(np.abs(m) <= 1) and np.array_equal(m > 0, keeps(gamma_s, c_s, gamma_n, c_n))
+        on_line = threshold(gamma_n[:, 0], gamma_s, c_s)
+        ok = on_line > 0
+        np.testing.assert_allclose(margin(gamma_s, c_s, gamma_n[ok, 0], on_line[ok]), 0.0, atol=1e-12)
+    assert lt.je_margin(gamma_s, c_s, 0.0, 0.0) == 0.0  # both sides 0: no margin, not a division by zero
+    # sslkit.theory.linear re-exports every formula as the same object (one home per formula)
+    from sslkit.theory import linear as tl
+
+    assert all(getattr(tl, name) is getattr(lt, name) for name in lt.__all__)
+
+
 def test_threshold_sweep_follows_the_inequalities_with_the_crossover_at_gamma_s():
     """Check 3 straight on the closed forms: signal and nuisance coordinates in a rotated basis; the
     subspace each map selects over a (γ_n, c_n) grid. The grid avoids exact ties (c_n/γ_n ≠ c_s/γ_s)."""

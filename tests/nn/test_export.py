@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import safetensors.torch
 import torch
 
 import sslkit
@@ -121,7 +122,8 @@ def test_failed_save_is_atomic(tmp_path, monkeypatch):
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(export, "save_file", broken_writer)
+    # The weights writer, wherever save_backbone reaches it (sslkit.atomic_files calls it by this name).
+    monkeypatch.setattr(safetensors.torch, "save_file", broken_writer)
     with pytest.raises(OSError, match="disk full"):
         save_backbone(model(depth=1), tmp_path, mean=[0.0], std=[1.0], extra={"v": 2})
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

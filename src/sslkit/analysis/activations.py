@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import difflib
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
+from sslkit.atomic_files import save_safetensors_atomic
 from sslkit.config import ConfigError
 from sslkit.data.errors import DataError
 
@@ -393,15 +393,4 @@ def _pick_tensor(tensors: dict[str, torch.Tensor], key: str, path: Path) -> torc
 
 def save_activations(path: str | os.PathLike, activations: torch.Tensor, metadata: dict[str, str] | None = None) -> Path:
     """Write (N, D) activations as ``.safetensors`` (tensor ``activations``), atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        save_file({"activations": activations.detach().contiguous().cpu()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_safetensors_atomic(path, {"activations": activations.detach().cpu()}, metadata)

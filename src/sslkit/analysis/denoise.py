@@ -36,15 +36,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from sslkit.atomic_files import write_folder_atomic
+from sslkit.atomic_files import save_safetensors_with_json, write_folder_atomic, write_json_atomic
 from sslkit.data.errors import DataError
-from sslkit.data.noise import (DENOISE_JSON, copy_relative_paths, psnr, quantize,
-                               write_image_file, write_json_atomic)
+from sslkit.data.noise import DENOISE_JSON, copy_relative_paths, psnr, quantize, write_image_file
 from sslkit.functional.neighbor2neighbor import (gamma_ramp, lr_factor, neighbor2neighbor_loss,
                                                  neighbor_subsample, sample_neighbor_pairs)
 from sslkit.nn.bounds import MAX_EMBED_DIM
 from sslkit.nn.unet import UNet, UNetConfig
-from sslkit.atomic_files import save_safetensors_with_json
 
 __all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "train_denoiser", "denoise_images", "DenoisedDataset",
            "save_denoiser", "load_denoiser", "apply_denoiser", "DenoisedCopy", "DENOISER_JSON", "DENOISER_WEIGHTS",

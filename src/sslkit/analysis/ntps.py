@@ -27,6 +27,7 @@ import torch
 
 from sslkit.data.errors import DataError
 from sslkit.data.text import TextDataset, load_text_dataset
+from sslkit.figures import pyplot, save_figure
 from sslkit.functional.ntps import DEFAULT_FRACTIONS, NTPSStatistics, ntps
 
 __all__ = ["LayerRow", "NTPSSweep", "parse_layers", "collect_ntps_features", "ntps_per_layer", "probe_accuracy",
@@ -248,13 +249,7 @@ def pooled_spearman(sweeps: Sequence[NTPSSweep]) -> float:
 
 def plot_sweeps(sweeps: Sequence[NTPSSweep], path: str | Path) -> Path:
     """PNG: NTPS (left axis) and held-out probe accuracy (right axis) against layer, one colour per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=110)
     twin = ax.twinx()
     for i, sweep in enumerate(sweeps):
         colour = f"C{i}"
@@ -274,10 +269,4 @@ def plot_sweeps(sweeps: Sequence[NTPSSweep], path: str | Path) -> Path:
     extra = twin.get_legend_handles_labels()
     ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    import os
-
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

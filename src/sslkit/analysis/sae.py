@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from sslkit.figures import pyplot, save_figure
 from sslkit.functional.power_diagram import region_ids
 from sslkit.functional.sae_decoder import (
     add_normal_equations,
@@ -439,28 +440,10 @@ def _region_map(model: torch.nn.Module, grid: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"cannot draw the partition of a {type(model).__name__}.")
 
 
-def _save_figure(fig, path: Path) -> Path:
-    import io
-
-    from sslkit.atomic_files import write_bytes_atomic
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    write_bytes_atomic(path, buffer.getvalue())
-    return path
-
-
 def plot_partition_2d(models: dict[str, torch.nn.Module], x: torch.Tensor, path: str | Path, *,
                       resolution: int = 300, titles: dict[str, str] | None = None) -> Path:
     """One panel per model: its regions (cells of the power diagram / sign pattern / k-means) over
     the bounding box of the 2-D data x (N, 2), the data, and each point's reconstruction. PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if x.shape[1] != 2:
         raise ValueError(f"plot_partition_2d draws 2-D data, got dimension {x.shape[1]}.")
     lo, hi = x.min(0).values, x.max(0).values
@@ -469,7 +452,7 @@ def plot_partition_2d(models: dict[str, torch.nn.Module], x: torch.Tensor, path:
     ys = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), resolution)
     gx, gy = torch.meshgrid(xs, ys, indexing="xy")
     grid = torch.stack([gx.flatten(), gy.flatten()], 1).to(x.dtype)
-    fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(models), figsize=(4 * len(models), 4), squeeze=False)
     for ax, (name, model) in zip(axes[0], models.items()):
         ids = _region_map(model, grid)
         n_regions = int(ids.max()) + 1
@@ -486,56 +469,39 @@ def plot_partition_2d(models: dict[str, torch.nn.Module], x: torch.Tensor, path:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0][0].legend(loc="lower left", fontsize=7)
-    out = _save_figure(fig, Path(path))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def plot_sample_efficiency(summary: list[dict], path: str | Path, title: str = "SAE sample efficiency") -> Path:
     """Test MSE against training fraction (log x), one line per trainer, ±1 std over seeds. PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = pyplot().subplots(figsize=(5.5, 4))
     for trainer in dict.fromkeys(row["trainer"] for row in summary):
         rows = sorted((r for r in summary if r["trainer"] == trainer), key=lambda r: r["fraction"])
         f = [100 * r["fraction"] for r in rows]
         ax.errorbar(f, [r["test_mse"] for r in rows], yerr=[r.get("test_mse_std", 0.0) for r in rows],
                     marker="o", capsize=3, label=trainer)
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training data used (%)")
-    ax.set_ylabel("test MSE (standardised units)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    out = _save_figure(fig, Path(path))
-    plt.close(fig)
-    return out
+    return _save_mse_plot(fig, ax, path, "training data used (%)", "test MSE (standardised units)", title)
 
 
 def plot_training_curves(histories: dict[str, list[dict]], path: str | Path, title: str = "SAE training") -> Path:
     """Train (dashed) and test (solid) MSE per epoch for each named run. PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = pyplot().subplots(figsize=(5.5, 4))
     for index, (name, history) in enumerate(histories.items()):
         colour = f"C{index}"
         epochs = [r["epoch"] for r in history]
         ax.plot(epochs, [r["train_mse"] for r in history], "--", color=colour, label=f"{name} train")
         if history and "test_mse" in history[0]:
             ax.plot(epochs, [r["test_mse"] for r in history], "-", color=colour, label=f"{name} test")
+    return _save_mse_plot(fig, ax, path, "epoch", "MSE (standardised units)", title)
+
+
+def _save_mse_plot(fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """The common finish of the MSE line plots: log-scale MSE, labels, grid, legend; written as PNG."""
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (standardised units)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    out = _save_figure(fig, Path(path))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")

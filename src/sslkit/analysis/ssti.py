@@ -20,12 +20,9 @@ lets it find injected dates.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
 import re
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,8 +30,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from sslkit import atomic_files
 from sslkit.data.errors import DataError
 from sslkit.data.ssti_inject import Injector, spurious_transform
+from sslkit.figures import pyplot, save_figure
+from sslkit.json_values import json_ready
 
 __all__ = ["accuracy", "balanced_accuracy", "per_class_accuracy", "prediction_counts", "inject_other_classes",
            "flip_rate", "RelianceMetrics", "reliance_metrics", "TokenEntropy", "token_label_entropy",
@@ -285,13 +285,7 @@ def ssti_sweep(model_spec: Any, train: TextData, test: TextData, ranks: Sequence
 
 def plot_sweep(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     """Two panels: flip rate vs rank (one line per rho_samp) and accuracy gap vs rho_samp (one line per rank)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
     rhos = sorted({r["rho_samp"] for r in rows})
     ranks = sorted({r["rank"] for r in rows})
     if len(ranks) > 1:
@@ -316,36 +310,10 @@ def plot_sweep(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     axes[1].legend()
     fig.suptitle("SSTI reliance (arXiv 2506.11402)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.png")
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return None if math.isnan(float(value)) else float(value)
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    """``obj`` as JSON at ``path``, atomically; numpy values, dataclasses and NaN are made JSON-safe first
+    (:func:`sslkit.json_values.json_ready`). The argument order is this module's own (value first)."""
+    return atomic_files.write_json_atomic(path, json_ready(obj))

@@ -55,7 +55,7 @@ def _floats(text: str) -> tuple:
 
 
 def add_parser(verbs) -> None:
-    from sslkit.eval.models import POOLINGS
+    from sslkit.eval.encoders import POOLINGS
 
     p = verbs.add_parser("evaluate", help="evaluate frozen features: kNN, linear probe, few-shot, metrics",
                          description="Evaluate one or more frozen models side by side and write report.json + "

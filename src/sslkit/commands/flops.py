@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 NAME = "flops"
 
@@ -41,23 +40,6 @@ def _si(flops: float) -> str:
     return f"{flops:.0f} FLOP"
 
 
-def _write_json_atomic(path: str, payload: dict) -> None:
-    import os
-    import tempfile
-    from pathlib import Path
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _check_args(args) -> None:
     """The numbers and the --json target, before the recipe is read."""
     from pathlib import Path
@@ -79,8 +61,10 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from sslkit.engine.flops import parse_stages, recipe_flops
+    from sslkit.atomic_files import write_json_atomic
     from sslkit.config import load_config
+    from sslkit.engine.flops import parse_stages, recipe_flops
+    from sslkit.json_values import json_ready
 
     console = Console()
     _check_args(args)
@@ -107,6 +91,6 @@ def run(args) -> int:
         console.print(f"note: trainer.devices={cfg.trainer.devices!r} is resolved at run time; counted as 1 device "
                       "per node (set trainer.devices=N for the global batch).")
     if args.json_out:
-        _write_json_atomic(args.json_out, result)
+        write_json_atomic(args.json_out, json_ready(result))
         console.print(f"numbers: {args.json_out}")
     return 0

@@ -7,8 +7,9 @@ import json
 import math
 import time
 from pathlib import Path
-from sslkit.atomic_files import write_text_atomic
+from sslkit.atomic_files import write_json_atomic, write_text_atomic
 from sslkit.commands.run_dir import check_output_free, output_dir, write_results
+from sslkit.json_values import json_ready
 
 NAME = "ntps"
 
@@ -193,7 +194,7 @@ def run(args) -> int:
               "seconds": time.perf_counter() - started}
 
     def write(folder: Path) -> dict:
-        write_text_atomic(folder / "report.json", json.dumps(report, indent=2, default=float) + "\n")
+        write_json_atomic(folder / "report.json", json_ready(report))
         write_text_atomic(folder / "ntps.csv", _csv(sweeps))
         plot_sweeps(sweeps, folder / "ntps.png")
         return {"json": folder / "report.json", "csv": folder / "ntps.csv", "png": folder / "ntps.png"}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import math
 import time
 from pathlib import Path
-from sslkit.atomic_files import write_text_atomic
+from sslkit.atomic_files import write_json_atomic, write_text_atomic
 from sslkit.commands.run_dir import check_output_free, output_dir, write_results
+from sslkit.json_values import json_ready
 
 NAME = "taskprior"
 
@@ -117,7 +117,8 @@ def _load_models(args, console):
 
     from sslkit.config import ConfigError
     from sslkit.data.errors import DataError
-    from sslkit.eval.models import compute_features, is_features_file
+    from sslkit.eval.feature_cache import compute_features
+    from sslkit.eval.features_file import is_features_file
 
     features, labels_seen = {}, []
     taken: set = set()
@@ -201,16 +202,6 @@ def _load_prior_file(path: Path, n: int):
 # --------------------------------------------------------------------------- outputs
 
 
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _print_table(console, study) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -290,7 +281,7 @@ def _merge_into_report(out: Path, payload: dict, study, plots: list[Path]) -> bo
         return False
     report_json = out / "report.json"
     report["taskprior"] = dict(payload, plots=[p.name for p in plots])
-    write_text_atomic(report_json, json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
+    write_json_atomic(report_json, json_ready(report))
     report_html = out / "report.html"
     if report_html.is_file():
         page = report_html.read_text(encoding="utf-8")
@@ -379,7 +370,7 @@ def run(args) -> int:
 
     def write(folder: Path) -> dict:
         written = {p.stem: p for p in study.save_plots(folder)}
-        write_text_atomic(folder / "taskprior.json", json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+        write_json_atomic(folder / "taskprior.json", json_ready(payload))
         return written
 
     # Into an evaluation report's folder: next to its files; anywhere else: a new folder, swapped in whole.

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sslkit.atomic_files import write_folder_atomic, write_text_atomic
+from sslkit.atomic_files import write_folder_atomic, write_json_atomic
 from sslkit.data.errors import DataError
 
 __all__ = [
@@ -260,10 +260,6 @@ class NoisyCopy:
     files: list[str]
     psnr_noisy: float
     meta: dict
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def _progress(iterable: Iterable, total: int, description: str, enabled: bool):

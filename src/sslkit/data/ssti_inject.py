@@ -30,11 +30,11 @@ import datetime as _dt
 import json
 import os
 import random
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from sslkit.atomic_files import write_file_atomic, write_text_atomic
 from sslkit.data.errors import DataError
 
 __all__ = ["LOCATIONS", "SOURCES", "COUNTRIES", "HTML_TAGS", "random_date", "Injector", "inject",
@@ -250,22 +250,18 @@ def _read_records(path: Path) -> list[dict]:
 
 
 def _write_records(records: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        if path.suffix.lower() == ".jsonl":
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        else:
-            keys = list(dict.fromkeys(k for r in records for k in r))
-            with tmp.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=keys,
-                                        delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-                writer.writeheader()
-                writer.writerows(records)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    if path.suffix.lower() == ".jsonl":
+        write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return
+    keys = list(dict.fromkeys(k for r in records for k in r))
+
+    def fill(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            writer.writeheader()
+            writer.writerows(records)
+
+    write_file_atomic(path, fill)
 
 
 def inject_text_file(src: str | os.PathLike, dst: str | os.PathLike, injector: Injector, target_class: Any,

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import Dataset
 
-from sslkit.eval.features import extract_features
+from sslkit.data.features import extract_features
 from sslkit.functional.knn import knn_accuracy
 
 

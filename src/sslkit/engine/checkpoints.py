@@ -1,9 +1,10 @@
 """Checkpoints that survive crashes: atomic writes, and a resume that skips a damaged newest file.
 
-A checkpoint is written to ``NAME.tmp`` in the same directory, flushed to disk and renamed over
-``NAME`` (``os.replace`` is atomic on POSIX), then the directory entry is flushed. A ``kill -9`` or
-a power cut at any moment leaves either the old file or the new one, never half of one. A full disk
-raises an error naming the checkpoint and removes the partial temporary file.
+A checkpoint is written to a temporary name in the same directory, flushed to disk and renamed over
+``NAME`` (``os.replace`` is atomic on POSIX), then the directory entry is flushed
+(:mod:`sslkit.atomic_files` with ``fsync=True``). A ``kill -9`` or a power cut at any moment leaves
+either the old file or the new one, never half of one. A full disk raises an error naming the
+checkpoint and removes the partial temporary file.
 
 On resume, ``last.ckpt`` is tried first, then the periodic ``step*.ckpt`` newest first; a file
 that does not load (truncated, corrupt, written by something else) is reported and skipped.
@@ -12,7 +13,6 @@ Loading uses ``torch.load(weights_only=True)``: a checkpoint never runs code whe
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 from pathlib import Path
@@ -22,38 +22,17 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
+from sslkit.atomic_files import torch_save_atomic, write_file_atomic
+
 LAST_CHECKPOINT = "last.ckpt"
 _PERIODIC = re.compile(r"^step(\d+)\.ckpt$")
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_atomically(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        # Name the checkpoint, not its temporary file; the CLI turns this into one sentence
-        # (commands/write_failure.py) that says the previous checkpoints are whole and how to resume.
-        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
-    _fsync_directory(path.parent)
+    """``torch.save(obj)`` to ``path`` through a temporary file and a rename, flushed to disk. An ``OSError``
+    names the checkpoint, not its temporary file; the CLI turns it into one sentence
+    (commands/write_failure.py) that says the previous checkpoints are whole and how to resume."""
+    torch_save_atomic(path, obj, fsync=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -187,17 +166,13 @@ class StepCheckpoint(BetweenStepsCheckpoint):
 
 def link_atomically(source: Path, target: Path) -> None:
     """Make ``target`` a hard link to (or a copy of) ``source``, replacing it atomically."""
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    try:
+
+    def link_or_copy(tmp: Path) -> None:
         try:
             os.link(source, tmp)
         except OSError:
             import shutil
 
             shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half copy behind
-        raise OSError(err.errno, err.strerror or str(err), str(target)) from err
-    _fsync_directory(target.parent)
+
+    write_file_atomic(target, link_or_copy, fsync=True)

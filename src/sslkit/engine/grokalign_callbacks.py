@@ -1,5 +1,9 @@
 """GrokAlign as Lightning callbacks for any LightningModule (arXiv 2506.12284).
 
+Thin drivers of the one GrokAlign implementation, :func:`sslkit.functional.jacobian.grokalign_objective` and
+:func:`~sslkit.functional.jacobian.centroid_summary`, which the training loop of ``sslkit grok``
+(:mod:`sslkit.analysis.grok.training`) uses too; the callbacks add only the Lightning hooks.
+
 - :class:`CentroidAlignmentMonitor` logs the centroid alignment cos(c(x), x), the centroid norm
   and <c(x), x> of a fixed probe batch every ``every_n_steps`` optimiser steps. It only reads the
   model: eval mode for the measurement (no drop-path), parameters' ``.grad`` untouched.
@@ -22,7 +26,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from sslkit.functional.jacobian import centroid_stats, jacobian_penalty
+from sslkit.functional.jacobian import centroid_summary, differentiable_forward, grokalign_objective
 
 __all__ = ["CentroidAlignmentMonitor", "JacobianPenaltyCallback", "StudentScores", "default_image_model"]
 
@@ -83,12 +87,10 @@ class CentroidAlignmentMonitor(L.Callback):
         was_training = model.training
         model.eval()  # drop-path / dropout would make c(x) random
         try:
-            stats = centroid_stats(model, probe)
+            stats = centroid_summary(model, probe)
         finally:
             model.train(was_training)
-        return {f"{self.prefix}/alignment": float(stats.alignment.mean()),
-                f"{self.prefix}/norm": float(stats.norm.mean()),
-                f"{self.prefix}/inner_product": float(stats.inner_product.mean())}
+        return {f"{self.prefix}/{key}": value for key, value in stats.items()}
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != 0:
@@ -130,8 +132,9 @@ class JacobianPenaltyCallback(L.Callback):
     """Train any LightningModule with GrokAlign: add the gradient of ``lam * P`` to the task's.
 
     After each backward of the task loss (``on_after_backward``, which Lightning calls for
-    automatic and manual optimisation alike) the penalty ``P = jacobian_penalty(model, x)`` of
-    the current batch's inputs is back-propagated into the same ``.grad`` buffers; since gradients
+    automatic and manual optimisation alike) ``lam * P`` of the current batch's inputs
+    (:func:`~sslkit.functional.jacobian.grokalign_objective` with a zero task loss; ``P`` equals
+    ``jacobian_penalty(model, x)``) is back-propagated into the same ``.grad`` buffers; since gradients
     add, this equals training on ``loss + lam * P``. Costs one extra forward and a double backward.
 
     ``inputs_getter(batch)`` picks x (default: see :func:`_images_of`); ``max_samples`` caps the
@@ -168,8 +171,10 @@ class JacobianPenaltyCallback(L.Callback):
             x = x[: self.max_samples]
         model = self.model_getter(pl_module)
         projections_gen = self.generator if x.device.type == "cpu" else None
-        penalty = jacobian_penalty(model, x, self.n_projections, generator=projections_gen)
-        (self.lam * penalty).backward()
+        inputs, outputs = differentiable_forward(model, x)
+        objective, penalty = grokalign_objective(0.0, outputs, inputs, self.lam, self.n_projections,
+                                                 generator=projections_gen)
+        objective.backward()
         self.last_penalty = float(penalty.detach())
         pl_module.log("train/jacobian_penalty", penalty.detach(), on_step=True, on_epoch=False,
                       batch_size=x.shape[0])

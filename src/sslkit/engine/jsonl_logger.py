@@ -11,23 +11,14 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-import torch
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from sslkit.atomic_files import write_text_atomic
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+from sslkit.json_values import json_ready
 
 
 class JSONLLogger(Logger):
@@ -50,7 +41,8 @@ class JSONLLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
         record = {"step": step}
-        record.update({k: _plain(v) for k, v in metrics.items() if k != "epoch"})
+        # A diverged value stays visible in the log as the text "nan" / "inf".
+        record.update({k: json_ready(v, non_finite="text") for k, v in metrics.items() if k != "epoch"})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One write() of the whole line on an O_APPEND file: a process killed at any moment leaves
         # whole lines (read_metrics still drops a cut last line, should a file system split it).

@@ -7,11 +7,10 @@ figure is what ``sslkit pretrain`` writes as ``RUN_DIR/learning_curve.png``.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from sslkit.atomic_files import write_bytes_atomic
+from sslkit.figures import save_figure, subplots
 
 __all__ = ["plot_learning_curve"]
 
@@ -25,17 +24,11 @@ def plot_learning_curve(history: Sequence[tuple[int, float]], baselines: Mapping
     ``baselines`` may hold ``random_init`` and ``raw_pixels`` (other keys are ignored). Written
     atomically: an existing figure is replaced whole or not at all.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not history:
         raise ValueError("plot_learning_curve needs at least one (step, accuracy) point.")
     steps = [int(s) for s, _ in history]
     accuracy = [100 * float(a) for _, a in history]
-    fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=110)
-    try:
+    with subplots(figsize=(5.6, 3.6), dpi=110) as (fig, ax):
         ax.plot(steps, accuracy, marker="o", color="tab:blue", label="pretrained")
         for key, label, colour in _BASELINES:
             if key in baselines and baselines[key] is not None:
@@ -49,10 +42,4 @@ def plot_learning_curve(history: Sequence[tuple[int, float]], baselines: Mapping
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    path = Path(path)
-    write_bytes_atomic(path, buffer.getvalue())
-    return path
+        return save_figure(fig, path)

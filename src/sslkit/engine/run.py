@@ -49,7 +49,7 @@ from sslkit.engine.param_groups import dinov2_param_groups
 from sslkit.methods.registry import method_spec
 from sslkit.engine.strategy import (GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone,
                                     wants_sync_batchnorm)
-from sslkit.eval.features import raw_pixels
+from sslkit.data.features import raw_pixels
 from sslkit.engine.learning_curve import plot_learning_curve
 from sslkit.nn.export import save_backbone
 from sslkit.atomic_files import write_text_atomic

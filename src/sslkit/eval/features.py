@@ -1,44 +1,10 @@
-"""Batched feature extraction from a frozen model over a dataset of the sslkit item protocol."""
+"""Batched feature extraction, as the evaluation API names it.
 
-from __future__ import annotations
+The functions live in :mod:`sslkit.data.features`, below the engine, because the engine's kNN monitor and
+its raw-pixel baseline use them too (an engine module may not import ``sslkit.eval``; see
+``docs/architecture.md``). This module keeps ``sslkit.eval.features`` working with the same names.
+"""
 
-from typing import Callable
+from sslkit.data.features import extract_features, raw_pixels
 
-import torch
-from torch.utils.data import DataLoader, Dataset
-
-
-@torch.no_grad()
-def extract_features(model: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, batch_size: int = 256,
-                     num_workers: int = 0, progress: bool = False, description: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` (images (B, C, H, W) -> features (B, D)) over ``dataset``.
-
-    Returns ``features`` (n, D) float32 and ``labels`` (n,) long (−1 where unlabelled). Modules are
-    put in eval mode for the pass and restored afterwards.
-    """
-    was_training = isinstance(model, torch.nn.Module) and model.training
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    # An own generator: building the iterator must not draw from the global RNG, so that
-    # evaluating mid-training leaves the training random stream (and exact resume) intact.
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(0))
-    feats, labels = [], []
-    iterator = loader
-    if progress:
-        from rich.progress import track
-        iterator = track(loader, description=description, transient=True)
-    try:
-        for batch in iterator:
-            out = model(batch["image"])
-            feats.append(out.float().flatten(1))
-            labels.append(torch.as_tensor(batch["label"]).long())
-    finally:
-        if was_training:
-            model.train()
-    return torch.cat(feats), torch.cat(labels)
-
-
-def raw_pixels(images: torch.Tensor) -> torch.Tensor:
-    """The trivial 'model': flattened (normalised) pixels, the baseline a representation must beat."""
-    return images.flatten(1)
+__all__ = ["extract_features", "raw_pixels"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import io
 import json
 import math
 import os
@@ -36,12 +35,16 @@ from sslkit.data.errors import DataError
 from sslkit.eval.fewshot import FewShotConfig, fewshot_protocol
 from sslkit.eval.knn import KNNConfig, knn_protocol
 from sslkit.eval.linear import LinearProbeConfig, linear_probe, stratified_split
-from sslkit.eval.models import (EvalData, FeatureSet, encoder_summary, feature_set, is_features_file,
-                                load_encoder, open_eval_data)
+from sslkit.eval.encoders import encoder_summary, load_encoder
+from sslkit.eval.eval_data import EvalData, open_eval_data
+from sslkit.eval.feature_cache import feature_set
+from sslkit.eval.features_file import FeatureSet, is_features_file
 from sslkit.eval.robustness import RobustnessConfig, corruption_errors, resolve_reference, robustness_of_model
 from sslkit.eval.segmentation import SegmentationConfig, load_masks, segmentation_probe
+from sslkit.figures import figure_png, subplots
 from sslkit.functional.metrics import alpha_req, cka, cknna, mutual_knn, rankme
-from sslkit.atomic_files import write_bytes_atomic
+from sslkit.json_values import json_ready
+from sslkit.atomic_files import write_bytes_atomic, write_json_atomic
 
 __all__ = ["PROTOCOLS", "SUPERVISED", "DEFAULT_PROTOCOLS", "EvaluationSettings", "evaluate", "render_html",
            "summary_table", "write_report"]
@@ -172,9 +175,10 @@ class _ModelFeatures:
         return self._cache[key]
 
     def _from_file(self, split: str) -> FeatureSet:
-        from sslkit.eval.models import _safetensors_keys, feature_set as read
+        from sslkit.eval.feature_cache import feature_set as read
+        from sslkit.eval.features_file import safetensors_keys
 
-        keys = _safetensors_keys(Path(self.spec))
+        keys = safetensors_keys(Path(self.spec))
         if any(k.endswith(".features") for k in keys):
             return read(self.spec, None, split)
         # One plain set: hold out a seeded, stratified test fraction (recorded in the report).
@@ -461,21 +465,21 @@ def summary_table(report: dict) -> dict:
 
 
 def _figure_png(draw: Callable) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=110)
-    try:
+    with subplots(figsize=(5.6, 3.6), dpi=110) as (fig, ax):
         draw(ax)
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        return buffer.getvalue()
-    finally:
-        plt.close(fig)
+        return figure_png(fig)
+
+
+def _label_axes(ax, xlabel: str, ylabel: str, title: str, *, xscale: str = "linear", yscale: str = "linear",
+                legend_size: float = 7) -> None:
+    ax.set_xscale(xscale)
+    ax.set_yscale(yscale)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
 
 
 def _plots(report: dict) -> dict[str, tuple[str, bytes]]:
@@ -494,11 +498,7 @@ def _plots(report: dict) -> dict[str, tuple[str, bytes]]:
                 acc = m["results"]["knn"]["accuracy"]
                 ks = sorted(int(k) for k in acc)
                 ax.plot(ks, [100 * acc[str(k)] for k in ks], marker="o", label=m["name"])
-            ax.set_xscale("log")
-            ax.set_xlabel("k (neighbours)")
-            ax.set_ylabel("top-1 %")
-            ax.set_title("kNN accuracy vs k")
-            ax.legend(fontsize=7)
+            _label_axes(ax, "k (neighbours)", "top-1 %", "kNN accuracy vs k", xscale="log")
         plots["knn_accuracy_vs_k"] = ("kNN top-1 accuracy against the number of neighbours k", _figure_png(knn_plot))
     if "linear" in report["protocols"]:
         def sweep_plot(ax):
@@ -510,11 +510,8 @@ def _plots(report: dict) -> dict[str, tuple[str, bytes]]:
                     ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker=".",
                             label=f"{m['name']} wd={wd:g}")
                 ax.scatter([r["best"]["lr"]], [100 * r["best"]["val_accuracy"]], marker="*", s=120, zorder=5)
-            ax.set_xscale("log")
-            ax.set_xlabel("learning rate")
-            ax.set_ylabel("validation top-1 %")
-            ax.set_title("linear-probe sweep (★ = selected head)")
-            ax.legend(fontsize=6)
+            _label_axes(ax, "learning rate", "validation top-1 %", "linear-probe sweep (★ = selected head)",
+                        xscale="log", legend_size=6)
         plots["linear_probe_sweep"] = ("Validation accuracy of every linear-probe head (one line per weight decay)",
                                        _figure_png(sweep_plot))
     if "rankme" in report["protocols"]:
@@ -524,12 +521,8 @@ def _plots(report: dict) -> dict[str, tuple[str, bytes]]:
                 top = max(r["spectrum"], default=0.0)
                 s = [v for v in r["spectrum"] if v > 1e-10 * top]  # below that it is round-off, not signal
                 ax.plot(range(1, len(s) + 1), s, label=f"{m['name']} (RankMe {r['rankme']:.1f})")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("index")
-            ax.set_ylabel("σ_i / Σσ")
-            ax.set_title("singular-value spectrum of the test features")
-            ax.legend(fontsize=7)
+            _label_axes(ax, "index", "σ_i / Σσ", "singular-value spectrum of the test features", xscale="log",
+                        yscale="log")
         plots["singular_value_spectrum"] = ("Normalised singular values of the (uncentred) test features",
                                             _figure_png(spectrum_plot))
     if "fewshot" in report["protocols"]:
@@ -539,10 +532,7 @@ def _plots(report: dict) -> dict[str, tuple[str, bytes]]:
                 shots = sorted(int(s) for s in r["mean"])
                 ax.errorbar(shots, [100 * r["mean"][str(s)] for s in shots], yerr=[100 * r["std"][str(s)] for s in shots],
                             marker="o", capsize=3, label=m["name"])
-            ax.set_xlabel("shots per class")
-            ax.set_ylabel("top-1 % (mean ± std)")
-            ax.set_title("few-shot accuracy")
-            ax.legend(fontsize=7)
+            _label_axes(ax, "shots per class", "top-1 % (mean ± std)", "few-shot accuracy")
         plots["fewshot_accuracy"] = ("Few-shot accuracy over episodes (error bars: standard deviation)",
                                      _figure_png(fewshot_plot))
     return plots
@@ -630,16 +620,6 @@ sslkit {esc(report['sslkit_version'])} · {esc(report['created'])} · {report.ge
 """
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def write_report(report: dict, out: str | os.PathLike) -> dict[str, Path]:
     """Write ``report.json``, ``report.html`` and one PNG per plot into ``out`` (atomically); return the paths."""
     out = Path(out)
@@ -651,7 +631,7 @@ def write_report(report: dict, out: str | os.PathLike) -> dict[str, Path]:
         write_bytes_atomic(paths[name], png)
     report = dict(report, plots=[f"{name}.png" for name in plots])
     paths["json"] = out / "report.json"
-    write_bytes_atomic(paths["json"], (json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n").encode())
+    write_json_atomic(paths["json"], json_ready(report))
     paths["html"] = out / "report.html"
     write_bytes_atomic(paths["html"], render_html(report, plots).encode())
     return paths

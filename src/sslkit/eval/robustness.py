@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -34,7 +33,10 @@ from sslkit.config import ConfigError
 from sslkit.data.corruptions import CORRUPTION_GROUPS, CORRUPTIONS, SEVERITIES
 from sslkit.eval.knn import KNNConfig, knn_protocol
 from sslkit.eval.linear import LinearProbeConfig, stratified_split, train_linear_heads
-from sslkit.eval.models import EvalData, ImageCorruption, feature_set, open_eval_data
+from sslkit.eval.eval_data import EvalData, open_eval_data
+from sslkit.eval.eval_view import ImageCorruption
+from sslkit.eval.feature_cache import feature_set
+from sslkit.figures import figure_png, subplots
 
 __all__ = ["RobustnessConfig", "robustness_of_model", "corruption_errors", "robustness_heatmap_png"]
 
@@ -220,17 +222,11 @@ def resolve_reference(reference: Any, specs: Sequence[str], names: Sequence[str]
 def robustness_heatmap_png(models: Sequence[tuple[str, dict]]) -> bytes:
     """One heat map per model: kNN accuracy (%) per corruption (rows) and severity (columns), clean accuracy
     in the title. ``models``: [(name, result of :func:`robustness_of_model`)]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     first = models[0][1]
     names = list(first["accuracy"])
     severities = list(next(iter(first["accuracy"].values())))
-    fig, axes = plt.subplots(1, len(models), figsize=(1.2 + 0.55 * len(severities) * len(models) + 1.6 * len(models),
-                                                      0.9 + 0.32 * len(names)), dpi=110, squeeze=False)
-    try:
+    with subplots(1, len(models), figsize=(1.2 + 0.55 * len(severities) * len(models) + 1.6 * len(models),
+                                           0.9 + 0.32 * len(names)), dpi=110, squeeze=False) as (fig, axes):
         image = None
         for ax, (model_name, result) in zip(axes[0], models):
             grid = torch.tensor([[100 * result["accuracy"][n][s] for s in severities] for n in names])
@@ -246,8 +242,4 @@ def robustness_heatmap_png(models: Sequence[tuple[str, dict]]) -> bytes:
                     ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6,
                             color="white" if value < 50 else "black")
         fig.colorbar(image, ax=axes[0].tolist(), label="kNN top-1 %", shrink=0.8)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-        return buffer.getvalue()
-    finally:
-        plt.close(fig)
+        return figure_png(fig, bbox_inches="tight")

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sslkit.figures import pyplot, save_figure
 from sslkit.functional.potts_sampler import kernel_factors, potts_prefix_sample
 from sslkit.functional.taskprior import (
     KERNELS,
@@ -452,13 +453,8 @@ def task_prior_study(features: Mapping[str, Tensor], labels: Tensor | None = Non
 
 def plot_accuracy_histograms(results: Sequence[TaskPriorResult], path: str | Path) -> Path:
     """Overlaid histograms of held-out probe accuracy across sampled tasks, one per model (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     probed = [r for r in results if r.heldout_accuracy is not None]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = pyplot().subplots(figsize=(7, 4.2))
     all_acc = torch.cat([r.heldout_accuracy.double() for r in probed])
     bins = np.linspace(float(all_acc.min()) - 1e-9, float(all_acc.max()) + 1e-9, 31)
     for i, r in enumerate(probed):
@@ -472,22 +468,14 @@ def plot_accuracy_histograms(results: Sequence[TaskPriorResult], path: str | Pat
     ax.set_title("Linear probes over tasks drawn from the prior")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_expectation_vs_accuracy(results: Sequence[TaskPriorResult], path: str | Path, temperature_index: int = 0) -> Path:
     """E[S] against mean probe accuracy (error bars: s.d. across tasks) and Var[S] against the
     accuracy variance, one point per model (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     probed = [r for r in results if r.heldout_accuracy is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4.2))
     t = probed[0].temperatures[temperature_index]
     for i, r in enumerate(probed):
         acc = r.heldout_accuracy.double()
@@ -506,18 +494,4 @@ def plot_expectation_vs_accuracy(results: Sequence[TaskPriorResult], path: str |
     axes[1].set_ylabel("variance of accuracy across tasks")
     fig.suptitle("Task-prior closed forms vs. probes over sampled tasks")
     fig.tight_layout()
-    path = Path(path)
-    _save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
-def _save_figure(fig, path: Path) -> None:
-    import io
-
-    from sslkit.atomic_files import write_bytes_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=120, format="png")
-    write_bytes_atomic(path, buffer.getvalue())
+    return save_figure(fig, path, dpi=120)

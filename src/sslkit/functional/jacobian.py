@@ -32,7 +32,10 @@ __all__ = [
     "alignment_from_centroids",
     "centroid_alignment",
     "centroid_stats",
+    "centroid_summary",
     "centroids",
+    "differentiable_forward",
+    "grokalign_objective",
     "jacobian_norm_estimate",
     "jacobian_norm_from_outputs",
     "jacobian_pc1",
@@ -163,8 +166,7 @@ def jacobian_norm_estimate(model: Model, x: torch.Tensor, n_projections: int = 1
         raise ValueError(f"per_sample must be 'batched' or 'vmap', got {per_sample!r}.")
     x_in = _leaf_input(x)
     if per_sample == "batched":
-        with torch.enable_grad(), _twice_differentiable_attention(create_graph):
-            outputs = model(x_in)
+        x_in, outputs = differentiable_forward(model, x_in, create_graph)
         return jacobian_norm_from_outputs(outputs, x_in, n_projections, projections=projections,
                                           generator=generator, create_graph=create_graph, floor=floor)
     batch = x_in.shape[0]
@@ -184,6 +186,15 @@ def jacobian_norm_estimate(model: Model, x: torch.Tensor, n_projections: int = 1
     return (squared * (out_dim / n_p)).clamp_min(floor).sqrt()
 
 
+def differentiable_forward(model: Model, x: torch.Tensor, create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs, outputs)``: ``model`` run on ``x`` so that the outputs can be differentiated w.r.t. the inputs
+    (twice when ``create_graph``). ``inputs`` is ``x`` itself if it already carries a graph, else a detached copy
+    that requires grad; attention runs on its twice-differentiable kernel."""
+    x_in = _leaf_input(x)
+    with torch.enable_grad(), _twice_differentiable_attention(create_graph):
+        return x_in, model(x_in)
+
+
 def jacobian_penalty(model: Model, x: torch.Tensor, n_projections: int = 1, **kwargs) -> torch.Tensor:
     """GrokAlign penalty ``P = mean_i R(x_i)``: the batch mean of the estimated Jacobian *norms*
     (not squared norms), scalar, differentiable w.r.t. the parameters of ``model``.
@@ -193,6 +204,21 @@ def jacobian_penalty(model: Model, x: torch.Tensor, n_projections: int = 1, **kw
     those of :func:`jacobian_norm_estimate`.
     """
     return jacobian_norm_estimate(model, x, n_projections, **kwargs).mean()
+
+
+def grokalign_objective(task_loss: torch.Tensor | float, outputs: torch.Tensor, inputs: torch.Tensor, lam: float,
+                        n_projections: int = 1, *,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GrokAlign's training objective ``task_loss + lam * P``, ``P = mean_i R(x_i)`` (arXiv 2506.12284), from
+    the forward pass that produced ``outputs`` (B, *T) from ``inputs`` (B, *S), which required grad before it
+    (:func:`differentiable_forward`). Returns ``(objective, P)``.
+
+    The one definition of the objective: the training loop of ``sslkit grok`` adds it to its task loss
+    from one shared forward, :class:`sslkit.engine.grokalign_callbacks.JacobianPenaltyCallback` back-propagates
+    it with ``task_loss = 0`` after a Lightning module's own backward (gradients add, so both train on the same sum).
+    """
+    penalty = jacobian_norm_from_outputs(outputs, inputs, n_projections, generator=generator).mean()
+    return task_loss + lam * penalty, penalty
 
 
 # ----------------------------------------------------------------------------------- centroids
@@ -236,6 +262,15 @@ def centroid_stats(model: Model, x: torch.Tensor, floor: float = ALIGNMENT_FLOOR
     c = centroids(model, x)
     alignment, norm, inner = alignment_from_centroids(c, x.detach(), floor)
     return CentroidStats(centroid=c, norm=norm, inner_product=inner, alignment=alignment)
+
+
+def centroid_summary(model: Model, x: torch.Tensor, floor: float = ALIGNMENT_FLOOR) -> dict[str, float]:
+    """The batch means GrokAlign tracks during training: ``alignment`` (mean cos(c(x), x)), ``norm`` (mean
+    ||c(x)||) and ``inner_product`` (mean <c(x), x>), as floats. The caller decides the mode of ``model``
+    (eval mode: no dropout or drop-path in c(x))."""
+    stats = centroid_stats(model, x, floor)
+    return {"alignment": float(stats.alignment.mean()), "norm": float(stats.norm.mean()),
+            "inner_product": float(stats.inner_product.mean())}
 
 
 def centroid_alignment(model: Model, x: torch.Tensor, floor: float = ALIGNMENT_FLOOR) -> torch.Tensor:

@@ -57,6 +57,7 @@ __all__ = [
     "auto_ridge",
     "inverse_sqrt_psd",
     "je_keeps_signal",
+    "je_margin",
     "je_spectrum",
     "je_threshold",
     "joint_embedding_closed_form",
@@ -65,6 +66,7 @@ __all__ = [
     "joint_embedding_objective_views",
     "kept_coordinates",
     "rc_keeps_signal",
+    "rc_margin",
     "rc_spectrum",
     "rc_threshold",
     "reconstruction_closed_form",
@@ -414,16 +416,45 @@ def rc_threshold(gamma_n, gamma_s: float, c_s: float) -> np.ndarray:
     return gamma_n * gamma_n * (gamma_s + c_s) / gamma_s**2 - gamma_n
 
 
+def _je_sides(gamma_s: float, c_s: float, gamma_n, c_n) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides of the JE inequality ``γ_s c_n > γ_n c_s`` (``ω_s > ω_n`` without the division), broadcast."""
+    gamma_n, c_n = np.broadcast_arrays(_float64(gamma_n, "gamma_n"), _float64(c_n, "c_n"))
+    return gamma_s * c_n, gamma_n * c_s
+
+
+def _rc_sides(gamma_s: float, c_s: float, gamma_n, c_n) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides of the RC inequality ``γ_s² (γ_n + c_n) > γ_n² (γ_s + c_s)`` (``φ_s² > φ_n²``), broadcast."""
+    gamma_n, c_n = np.broadcast_arrays(_float64(gamma_n, "gamma_n"), _float64(c_n, "c_n"))
+    return gamma_s**2 * (gamma_n + c_n), gamma_n**2 * (gamma_s + c_s)
+
+
+def _relative_margin(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """``(lhs − rhs)/(lhs + rhs)`` in [−1, 1] for non-negative sides (0 where both are 0)."""
+    total = lhs + rhs
+    return np.divide(lhs - rhs, total, out=np.zeros_like(total), where=total > 0)
+
+
 def je_keeps_signal(gamma_s: float, c_s: float, gamma_n, c_n) -> np.ndarray:
     """Boolean (broadcast shape): ``ω_s > ω_n`` strictly, in the division-free form ``γ_s c_n > γ_n c_s``."""
-    gamma_n, c_n = np.broadcast_arrays(_float64(gamma_n, "gamma_n"), _float64(c_n, "c_n"))
-    return gamma_s * c_n > gamma_n * c_s
+    lhs, rhs = _je_sides(gamma_s, c_s, gamma_n, c_n)
+    return lhs > rhs
 
 
 def rc_keeps_signal(gamma_s: float, c_s: float, gamma_n, c_n) -> np.ndarray:
     """Boolean (broadcast shape): ``φ_s² > φ_n²`` strictly, as ``γ_s² (γ_n + c_n) > γ_n² (γ_s + c_s)``."""
-    gamma_n, c_n = np.broadcast_arrays(_float64(gamma_n, "gamma_n"), _float64(c_n, "c_n"))
-    return gamma_s**2 * (gamma_n + c_n) > gamma_n**2 * (gamma_s + c_s)
+    lhs, rhs = _rc_sides(gamma_s, c_s, gamma_n, c_n)
+    return lhs > rhs
+
+
+def je_margin(gamma_s: float, c_s: float, gamma_n, c_n) -> np.ndarray:
+    """Signed relative margin in [−1, 1] of the JE inequality ``γ_s c_n > γ_n c_s`` (> 0: JE keeps the
+    signal; 0: on the threshold, where ω_s = ω_n and the selected subspace is not unique)."""
+    return _relative_margin(*_je_sides(gamma_s, c_s, gamma_n, c_n))
+
+
+def rc_margin(gamma_s: float, c_s: float, gamma_n, c_n) -> np.ndarray:
+    """Signed relative margin in [−1, 1] of the RC inequality ``γ_s² (γ_n + c_n) > γ_n² (γ_s + c_s)``."""
+    return _relative_margin(*_rc_sides(gamma_s, c_s, gamma_n, c_n))
 
 
 # --------------------------------------------------------------------------- which subspace a map selects

@@ -8,10 +8,10 @@ state dict with ``config = {"kind": "timm", "name", "in_chans", "kwargs"}``, so
 ``timm.create_model(name, num_classes=0, in_chans=in_chans, **kwargs).load_state_dict(...)`` reads it
 without sslkit.
 
-Both files are written to temporary names in the target directory, fsynced, then renamed with
-``os.replace``, so a crash or error never leaves a half-written file behind and an existing good
-backbone survives a failed save. A random ``save_id`` is stored in both files so a JSON from one
-save cannot be silently paired with weights from another.
+Both files are written to temporary names in the target directory, fsynced, then renamed
+(:func:`sslkit.atomic_files.save_safetensors_with_json`), so a crash or error never leaves a half-written
+file behind and an existing good backbone survives a failed save. A random ``save_id`` is stored in both
+files so a JSON from one save cannot be silently paired with weights from another.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from sslkit.atomic_files import save_safetensors_with_json
 from sslkit.nn.bounds import is_finite
 from sslkit.nn.timm_backbone import TimmBackbone, TimmBackboneConfig
 from sslkit.nn.vit import ViT, ViTConfig
@@ -37,28 +38,6 @@ FORMAT_NAME = "sslkit.backbone"
 FORMAT_VERSION = 1
 JSON_NAME = "backbone.json"
 WEIGHTS_NAME = "backbone.safetensors"
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (e.g. Windows), so best effort.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _as_float_list(name: str, values: Sequence[float], in_chans: int) -> list[float]:
@@ -123,24 +102,8 @@ def save_backbone(
     state = vit.model.state_dict() if isinstance(vit, TimmBackbone) else vit.state_dict()
     tensors = {k: v.detach().contiguous() for k, v in state.items()}
 
-    tmp_weights = directory / f".{WEIGHTS_NAME}.{save_id}.tmp"
-    tmp_json = directory / f".{JSON_NAME}.{save_id}.tmp"
-    try:
-        save_file(tensors, str(tmp_weights), metadata={"format": FORMAT_NAME, "save_id": save_id})
-        _fsync_file(tmp_weights)
-        with open(tmp_json, "w", encoding="utf-8") as f:
-            f.write(meta_text)
-            f.flush()
-            os.fsync(f.fileno())
-        # Both temporaries are complete before either rename, so a failure up to here leaves
-        # any previous backbone untouched.
-        os.replace(tmp_weights, directory / WEIGHTS_NAME)
-        os.replace(tmp_json, directory / JSON_NAME)
-        _fsync_dir(directory)
-    finally:
-        for tmp in (tmp_weights, tmp_json):
-            if tmp.exists():
-                tmp.unlink()
+    save_safetensors_with_json(directory, tensors, WEIGHTS_NAME, JSON_NAME, meta_text,
+                               metadata={"format": FORMAT_NAME, "save_id": save_id}, fsync=True)
     return directory
 
 

@@ -1,7 +1,8 @@
 """Linear reconstruction vs joint embedding: closed forms, thresholds, phase diagram, probe experiment.
 
-The user-facing API of arXiv 2505.12477 (Van Assel et al., NeurIPS 2025) in sslkit. The closed forms
-and thresholds live in :mod:`sslkit.functional.linear_theory` and are re-exported here. On top of them:
+The user-facing API of arXiv 2505.12477 (Van Assel et al., NeurIPS 2025) in sslkit. Every formula — the
+closed forms, the thresholds, the two inequalities and their margins — lives in
+:mod:`sslkit.functional.linear_theory` and is re-exported here (the same objects). On top of them:
 
 * :func:`phase_diagram` sweeps the magnitude ``γ_n`` of an irrelevant (nuisance) feature against the
   augmentation variance ``c_n`` along it (the *alignment* of the augmentations with the nuisance) and
@@ -27,6 +28,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
+from sslkit.functional import linear_theory as _closed_forms  # its __all__ is re-exported: one home per formula
 from sslkit.functional.linear_theory import (
     AugmentationMoments,
     JointEmbeddingSolution,
@@ -34,8 +36,10 @@ from sslkit.functional.linear_theory import (
     augmentation_moments_additive,
     augmentation_moments_from_views,
     augmentation_moments_monte_carlo,
+    auto_ridge,
     inverse_sqrt_psd,
     je_keeps_signal,
+    je_margin,
     je_spectrum,
     je_threshold,
     joint_embedding_closed_form,
@@ -44,6 +48,7 @@ from sslkit.functional.linear_theory import (
     joint_embedding_objective_views,
     kept_coordinates,
     rc_keeps_signal,
+    rc_margin,
     rc_spectrum,
     rc_threshold,
     reconstruction_closed_form,
@@ -53,38 +58,15 @@ from sslkit.functional.linear_theory import (
 )
 
 __all__ = [
+    *_closed_forms.__all__,
     "PARADIGMS",
-    "AugmentationMoments",
-    "JointEmbeddingSolution",
     "PhaseDiagram",
     "ProbeExperiment",
-    "ReconstructionSolution",
-    "augmentation_moments_additive",
-    "augmentation_moments_from_views",
-    "augmentation_moments_monte_carlo",
     "default_grids",
-    "inverse_sqrt_psd",
-    "je_keeps_signal",
-    "je_margin",
-    "je_spectrum",
-    "je_threshold",
-    "joint_embedding_closed_form",
-    "joint_embedding_constraint",
-    "joint_embedding_objective",
-    "joint_embedding_objective_views",
-    "kept_coordinates",
     "phase_diagram",
     "plot_phase_diagram",
     "probe_experiment",
-    "rc_keeps_signal",
-    "rc_margin",
-    "rc_spectrum",
-    "rc_threshold",
-    "reconstruction_closed_form",
-    "reconstruction_objective",
-    "reconstruction_objective_views",
     "signal_selection",
-    "subspace_overlap",
     "worked_example",
 ]
 
@@ -92,23 +74,6 @@ PARADIGMS = ("neither", "joint_embedding", "reconstruction", "both")
 """Codes 0..3 of :attr:`PhaseDiagram.paradigm_theory` / ``paradigm_empirical``: who recovers the signal."""
 
 Progress = Callable[[int, int], None]
-
-
-def je_margin(gamma_s: float, c_s: float, gamma_n, c_n) -> np.ndarray:
-    """Signed relative margin in [−1, 1] of the JE inequality ``γ_s c_n > γ_n c_s`` (> 0: JE keeps the
-    signal; 0: on the threshold, where ω_s = ω_n and the selected subspace is not unique)."""
-    gamma_n, c_n = np.broadcast_arrays(np.asarray(gamma_n, np.float64), np.asarray(c_n, np.float64))
-    lhs, rhs = gamma_s * c_n, gamma_n * c_s
-    total = lhs + rhs
-    return np.divide(lhs - rhs, total, out=np.zeros_like(total), where=total > 0)
-
-
-def rc_margin(gamma_s: float, c_s: float, gamma_n, c_n) -> np.ndarray:
-    """Signed relative margin in [−1, 1] of the RC inequality ``γ_s² (γ_n + c_n) > γ_n² (γ_s + c_s)``."""
-    gamma_n, c_n = np.broadcast_arrays(np.asarray(gamma_n, np.float64), np.asarray(c_n, np.float64))
-    lhs, rhs = gamma_s**2 * (gamma_n + c_n), gamma_n**2 * (gamma_s + c_s)
-    total = lhs + rhs
-    return np.divide(lhs - rhs, total, out=np.zeros_like(total), where=total > 0)
 
 
 # --------------------------------------------------------------------------- synthetic data
