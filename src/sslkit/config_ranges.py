@@ -4,8 +4,9 @@ A recipe is user input: ``dinov2.teacher_temp=-1`` or ``optim.base_lr=-1`` would
 (and produce nonsense, or NaN some hours later). :data:`RANGES` gives each numeric key of
 :class:`sslkit.config.RunConfig` an interval in the usual notation (``"(0, 10]"``: above 0, at most
 10); a tuple-valued key holds every element to it; ``None`` (an unset optional key) always passes;
-NaN and infinities never do. ``tests/config/test_config_ranges.py`` fails when a numeric key is
-added to the config without a row here, so no key goes unchecked. Cross-field rules (heads dividing
+NaN and infinities never do. A method's own keys come from its ``MethodSpec.ranges`` (in its file under
+``sslkit/methods``). ``tests/config/test_config_ranges.py`` fails when a numeric key is added to the config
+without a row, so no key goes unchecked. Cross-field rules (heads dividing
 the width, crop sizes being multiples of the patch, fractions summing to 1) stay in
 ``sslkit.config.validate``.
 """
