@@ -42,6 +42,15 @@ class SSLMethod(nn.Module):
         return {}
 
 
+def batchnorm_train(module: nn.Module, mode: bool) -> None:
+    """Put every BatchNorm inside ``module`` in ``mode`` (an EMA teacher's heads normalise with batch statistics
+    while training, like the student's). Call it in ``forward``: Lightning restores each submodule's own
+    ``training`` flag as it was captured before fitting, which undoes a ``train()`` override."""
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            sub.train(mode)
+
+
 # ------------------------------------------------------------------------------------------------
 # Setup pieces that several methods share (their MethodSpec entries point here).
 

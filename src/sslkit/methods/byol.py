@@ -3,8 +3,9 @@
 Grill et al., "Bootstrap Your Own Latent", arXiv 2006.07733. Reference semantics from the official code
 (google-deepmind/deepmind-research ``byol/byol_experiment.py``, ``utils/networks.py``):
 
-- online: backbone → projector MLP → predictor MLP; target: an EMA copy of backbone → projector (no
-  predictor). Each MLP is Linear(hidden) – BatchNorm – ReLU – Linear(out, with bias); the paper's sizes are
+- online: backbone → projector MLP → predictor MLP, each view through the network on its own
+  (``apply_once_fn`` per view, so every BatchNorm sees one view's batch); target: an EMA of backbone →
+  projector (no predictor). Each MLP is Linear(hidden) – BatchNorm – ReLU – Linear(out, with bias); the paper's sizes are
   4096 hidden and 256 out.
 - loss: ``2 − 2·cos`` between the online prediction of one view and the target projection of the other,
   summed over both orders (``functional.byol.symmetric_byol_loss``).
@@ -13,7 +14,8 @@ Grill et al., "Bootstrap Your Own Latent", arXiv 2006.07733. Reference semantics
   reference (it runs the target network in training mode).
 - evaluated and exported: the *online* backbone (the paper keeps f_θ).
 
-Differences, said plainly: the reference trains with LARS at lr 0.2 × batch/256 and weight decay 1.5e-6;
+Differences, said plainly: the target starts as a copy of the online network (the reference initialises it from
+its own random draw and reports no difference, ``_make_initial_state``); the reference trains with LARS at lr 0.2 × batch/256 and weight decay 1.5e-6;
 sslkit's recipe uses the engine's AdamW with its own lr (``recipes/byol-tiny.yaml``). Its augmentations are
 the DINO/BYOL ones sslkit already has (blur p 1.0 / 0.1 and solarize p 0.2 on the second view).
 """
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from sslkit.functional.byol import symmetric_byol_loss
-from sslkit.methods.base import SSLMethod, check_two_views, two_view_collate
+from sslkit.methods.base import SSLMethod, batchnorm_train, check_two_views, two_view_collate
 from sslkit.methods.registry import MethodSpec, register
 from sslkit.nn.bounds import MAX_HEAD_WIDTH
 from sslkit.nn.ema import ema_update_, make_teacher
@@ -86,12 +88,24 @@ class BYOL(SSLMethod):
     def update_teacher(self, momentum: float) -> None:
         ema_update_(self.teacher, self._target_twin(), momentum)
 
+    def _target_batchnorm_like_online(self) -> None:
+        """The target's BatchNorms take the online network's mode (batch statistics while training). Set at
+        every forward, not only in ``train()``: Lightning restores each submodule's own ``training`` flag as
+        captured when the teacher was made (eval), which left the target normalising with its initial running
+        statistics and BYOL collapsing (kNN 48 against 63 % at 600 steps of the learning budget)."""
+        batchnorm_train(self.teacher, self.training)
+
     def forward(self, batch: dict) -> dict:
+        self._target_batchnorm_like_online()
         views = batch["global_crops"]
         h = self.student["backbone"](views)
-        q1, q2 = self.student["predictor"](self.student["projector"](h)).chunk(2)
+        # Each view through the MLPs on its own, as the reference (it runs the network once per view): their
+        # BatchNorms then normalise each view by its own batch statistics. One call on both views mixes them,
+        # and BYOL learns far less (kNN +2 instead of lightly's +15 at 600 steps of the learning budget).
+        q1, q2 = (self.student["predictor"](self.student["projector"](hv)) for hv in h.chunk(2))
         with torch.no_grad():
-            z1_target, z2_target = self.teacher["projector"](self.teacher["backbone"](views)).chunk(2)
+            t = self.teacher["backbone"](views)
+            z1_target, z2_target = (self.teacher["projector"](tv) for tv in t.chunk(2))
         loss = symmetric_byol_loss(q1, q2, z1_target, z2_target)
         return {"loss": loss, "byol_loss": loss.detach(), "embedding": h[: h.shape[0] // 2].detach()}
 

@@ -21,7 +21,7 @@ from sslkit.functional.ibot import ibot_patch_loss, mask_token_weights
 from sslkit.functional.koleo import koleo_loss
 from sslkit.functional.sinkhorn import sinkhorn_knopp
 from sslkit.data.collate import MultiCropCollate
-from sslkit.methods.base import SSLMethod, patch_unit
+from sslkit.methods.base import SSLMethod, batchnorm_train, patch_unit
 from sslkit.methods.registry import MethodSpec, register
 from sslkit.nn.bounds import MAX_HEAD_WIDTH
 from sslkit.nn.ema import ema_update_, make_teacher
@@ -188,6 +188,9 @@ class DINOv2(SSLMethod):
 
     def forward(self, batch: dict, teacher_temp: float) -> dict:
         cfg = self.cfg
+        # A `use_bn` head's teacher normalises with batch statistics while training (see `train`); set here too,
+        # because Lightning restores each submodule's training flag as captured before fitting.
+        batchnorm_train(self.teacher, self.training)
         global_crops = batch["global_crops"]
         local_crops = batch.get("local_crops")
         masks = batch["masks"]
