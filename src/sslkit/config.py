@@ -16,6 +16,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from sslkit.data.data_config import DataConfig  # noqa: F401  (the recipe's `data` section)
+
 
 class ConfigError(ValueError):
     """A recipe or a command-line override names an unknown key or holds a bad value."""
@@ -25,23 +27,6 @@ class ConfigError(ValueError):
 # The schema. Defaults are the DINOv2 reference values (facebookresearch/dinov2
 # dinov2/configs/ssl_default_config.yaml) except where a comment says otherwise.
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DataConfig:
-    """Where images come from and how they are read."""
-
-    source: str = "shapes"  # 'shapes', 'digits', an image folder, or a .csv/.txt list of paths
-    image_size: int = 32  # size the built-in datasets render at
-    num_samples: Optional[int] = None  # built-in 'shapes'/'glyphs' train size (None: dataset default)
-    # built-in 'shapes'/'glyphs' backgrounds (None: the dataset's default, texture for shapes, noise for glyphs)
-    background: Optional[Literal["texture", "noise", "plain"]] = None
-    background_noise: float = 0.0  # built-in sets: std of pixel noise added to the background only
-    channels: Union[Literal["auto"], int] = "auto"
-    stats: Literal["dataset", "imagenet", "compute"] = "dataset"  # normalisation mean/std
-    holdout_fraction: float = 0.1  # labelled user data: share held out for the kNN monitor
-    skip_bad_files: bool = False
-    num_workers: int = 0
 
 
 @dataclass

@@ -14,16 +14,12 @@ from typing import Callable, Optional
 from sslkit.config import ConfigError, RunConfig, StageConfig
 from sslkit.data.augment import MultiCropAugmentation
 from sslkit.data.collate import MultiCropCollate
+from sslkit.engine.curriculum import Stage, first_global_size, resolve_stages, stage_starts
 from sslkit.engine.schedules import CurriculumSchedules, DINOv2Schedules, lr_peak_from_batch
 from sslkit.methods.base import SSLMethod
 from sslkit.methods.registry import method_spec
 from sslkit.nn.timm_backbone import TimmBackbone, is_pooled_arch, timm_name
 from sslkit.nn.vit import ViT, build_vit
-
-
-def stages_of(cfg: RunConfig) -> list[StageConfig]:
-    """The curriculum, or one stage covering the whole run."""
-    return list(cfg.curriculum) or [StageConfig()]
 
 
 def build_backbone(cfg: RunConfig, in_chans: int) -> "ViT | TimmBackbone":
@@ -32,7 +28,7 @@ def build_backbone(cfg: RunConfig, in_chans: int) -> "ViT | TimmBackbone":
         return TimmBackbone(timm_name(m.arch), in_chans=in_chans, **m.timm_kwargs)
     # The position table is learned on the first stage's grid (fast-dinov2.md: img_size 112 for the
     # whole run) and interpolated for any other crop size.
-    img_size = stages_of(cfg)[0].global_size or cfg.crops.global_size
+    img_size = first_global_size(cfg)
     overrides = {"patch_size": m.patch_size, "img_size": img_size, "in_chans": in_chans,
                  "num_registers": m.num_registers, "drop_path_rate": m.drop_path_rate,
                  "layerscale_init": m.layerscale_init}
@@ -54,20 +50,19 @@ def build_method(cfg: RunConfig, in_chans: int) -> SSLMethod:
     return method
 
 
-def build_augmentation(cfg: RunConfig, channels: int, mean, std,
-                       stage: Optional[StageConfig] = None) -> Callable:
-    """The per-image view maker of one curriculum stage (the run's crops when ``stage`` is None)."""
+def build_augmentation(cfg: RunConfig, channels: int, mean, std, stage: Optional[Stage] = None) -> Callable:
+    """The per-image view maker of one resolved curriculum stage (the first stage when ``stage`` is None)."""
     c = cfg.crops
-    stage = stage or StageConfig()
+    stage = stage or resolve_stages(cfg)[0]
     photometric = {} if c.photometric else {"color_jitter": 0.0, "grayscale": 0.0, "solarize": 0.0, "blur": False}
-    augmentation = MultiCropAugmentation(stage.global_size or c.global_size, stage.local_size or c.local_size,
+    augmentation = MultiCropAugmentation(stage.global_size, stage.local_size,
                                          n_global=c.n_global, n_local=c.n_local,
                                          global_scale=c.global_scale, local_scale=c.local_scale,
                                          blur_sigma=c.blur_sigma, jitter_strength=c.jitter_strength,
                                          global_blur_p=tuple(c.global_blur_p),
                                          mean=mean, std=std, channels=channels,
                                          **({"solarize": c.solarize_p} | photometric))
-    before = _before_cropping(stage)
+    before = _before_cropping(stage.settings)
     if not before:
         return augmentation
     return ImageThenViews(before, augmentation)
@@ -107,18 +102,9 @@ def _before_cropping(stage: StageConfig) -> list[Callable]:
 
 def build_views(cfg: RunConfig, channels: int, mean, std) -> tuple[MultiCropAugmentation, MultiCropCollate]:
     """The per-image augmentation (of the first stage) and the batch collate (with the method's masks)."""
-    augmentation = build_augmentation(cfg, channels, mean, std, stages_of(cfg)[0])
+    augmentation = build_augmentation(cfg, channels, mean, std, resolve_stages(cfg)[0])
     collate = method_spec(cfg.method).collate(cfg)
     return augmentation, collate
-
-
-def stage_starts(cfg: RunConfig, total_iters: int) -> list[int]:
-    """First iteration of each curriculum stage (cumulative fractions, rounded)."""
-    starts, cumulative = [], 0.0
-    for stage in stages_of(cfg):
-        starts.append(int(round(cumulative * total_iters)))
-        cumulative += stage.fraction
-    return starts
 
 
 def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> CurriculumSchedules:
@@ -128,11 +114,11 @@ def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> 
     starts = stage_starts(cfg, total)
     ends = starts[1:] + [total]
     stages = []
-    for k, (stage, start, end) in enumerate(zip(stages_of(cfg), starts, ends)):
+    for k, (stage, start, end) in enumerate(zip(resolve_stages(cfg), starts, ends)):
         if end <= start:
             raise ConfigError(f"Config key 'curriculum[{k}].fraction' leaves stage {k} with no step "
                               f"(the run has {total}); raise the fraction or train longer.")
-        restart = k > 0 and stage.restart_schedules
+        restart = k > 0 and stage.settings.restart_schedules
         length = end - start if restart else total
         # A restarted stage is a short run of its own: its warm-ups (recipe values in epochs of the
         # whole run) are capped at half of it, so a recipe fits any dataset size (fast-dinov2-tiny on

@@ -168,12 +168,9 @@ def _stage_steps(total_steps: int, fractions: Sequence[float]) -> list[int]:
 def stages_from_config(cfg: RunConfig) -> list[tuple[float, int, int]]:
     """(fraction, global_size, local_size) per stage of the recipe's ``curriculum`` (unset sizes fall back to
     ``crops``), or one stage at ``crops`` when the recipe has no curriculum."""
-    c = cfg.crops
-    curriculum = list(getattr(cfg, "curriculum", None) or [])
-    if not curriculum:
-        return [(1.0, c.global_size, c.local_size)]
-    return [(float(st.fraction), int(st.global_size or c.global_size), int(st.local_size or c.local_size))
-            for st in curriculum]
+    from sslkit.engine.curriculum import resolve_stages
+
+    return [(stage.fraction, stage.global_size, stage.local_size) for stage in resolve_stages(cfg)]
 
 
 def recipe_flops(cfg: RunConfig, stages: Optional[Sequence[tuple[float, int, int]]] = None, in_chans: int = 3,
