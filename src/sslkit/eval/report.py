@@ -232,7 +232,7 @@ def evaluate(models: Sequence[Any], data: Optional[str], settings: Optional[Eval
     opened: Optional[EvalData] = None
     if data is None and not all_files:
         raise ConfigError("Pass --data: only features files can be evaluated without a dataset.")
-    bad_files_log, requested = None, settings
+    bad_files_log = None
     if data is not None and not all_files:
         if settings.data_options.get("skip_bad_files"):
             # Skipped images are listed in report.json; the log lives beside the process until then.
@@ -273,7 +273,9 @@ def evaluate(models: Sequence[Any], data: Optional[str], settings: Optional[Eval
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "data": _data_summary(opened, data),
         "protocols": list(settings.protocols),
-        "settings": requested.to_dict(),
+        # Where skipped files were logged is not a setting of the evaluation (a temporary path).
+        "settings": dataclasses.replace(settings, data_options={k: v for k, v in settings.data_options.items()
+                                                                if k != "bad_files_log"}).to_dict(),
         "models": [],
     }
     holders = []
