@@ -1,6 +1,6 @@
 """The learning-outcome tests' margins over ≥ 5 seeds, and proof that each test fails when learning breaks.
 
-Issue 18, item 3. For every method, the run of ``tests/learning_budgets.py`` (150 steps on ``digits``,
+Issue 18, item 3. For every method, the run of ``tests/learning_budgets.py`` (150 steps on ``digits``, BYOL 300,
 a 2-block ViT) is repeated over ``--seeds``: kNN of the trained model minus kNN of the same ViT at
 random init, per seed, with the mean, the standard deviation and a 95 % t interval. Then each
 *breakage* — a bug of the kind that leaves the loss finite and the run green — is applied to the same
@@ -15,6 +15,9 @@ run (seed 0, as the CI test) by patching sslkit in the worker process:
 - ``no_centering`` (DINOv2): the teacher's DINO/iBOT centres stay at zero.
 - ``ema_swapped`` (DINOv2): ``ema_update_(student, teacher)``: the student is pulled to a teacher that never moves.
 - ``stale_teacher_eval`` (DINOv2): the kNN monitor and the export read a copy of the teacher taken at init.
+- ``ema_swapped`` (BYOL): as for DINOv2, the online network is pulled to a target that never moves.
+- ``target_bn_eval`` (BYOL): the target's BatchNorms normalise with their initial running statistics (the bug
+  found while adding BYOL: Lightning restored the target's eval mode).
 
 A breakage is *caught* when one of the CI test's checks fails for it: the kNN margin below
 ``THRESHOLDS``, MAE's held-out masked-patch loss above ``MAE_MAX_HELDOUT_LOSS``, DINOv2's teacher
@@ -43,17 +46,19 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from learning_budgets import METHODS, STEPS, learning_run_args  # noqa: E402
+from learning_budgets import METHODS, learning_run_args, steps  # noqa: E402
 
 BREAKAGES = {
     "simclr": ("loss_sign", "identical_views", "no_output_bn"),
     "vicreg": ("loss_sign", "identical_views", "projector_no_bn"),
     "mae": ("loss_sign", "decoder_no_positions", "loss_on_visible"),
     "dinov2": ("loss_sign", "identical_views", "no_centering", "ema_swapped", "stale_teacher_eval"),
+    "byol": ("loss_sign", "identical_views", "ema_swapped", "target_bn_eval"),
 }
 
 METHOD_CLASS = {"simclr": "sslkit.methods.simclr.SimCLR", "vicreg": "sslkit.methods.vicreg.VICReg",
-                "mae": "sslkit.methods.mae.MAE", "dinov2": "sslkit.methods.dinov2.DINOv2"}
+                "mae": "sslkit.methods.mae.MAE", "dinov2": "sslkit.methods.dinov2.DINOv2",
+                "byol": "sslkit.methods.byol.BYOL"}
 
 
 def _class(path: str):
@@ -107,10 +112,13 @@ def breakage(method: str, name: str | None):
 
         stack.enter_context(mock.patch.object(dinov2, "update_center", lambda center, logits, momentum: center))
     elif name == "ema_swapped":
-        import sslkit.methods.dinov2 as dinov2
+        module = __import__(cls.__module__, fromlist=["ema_update_"])
+        ema = module.ema_update_
+        stack.enter_context(mock.patch.object(module, "ema_update_", lambda teacher, student, m: ema(student, teacher, m)))
+    elif name == "target_bn_eval":
+        import sslkit.methods.byol as byol
 
-        ema = dinov2.ema_update_
-        stack.enter_context(mock.patch.object(dinov2, "ema_update_", lambda teacher, student, m: ema(student, teacher, m)))
+        stack.enter_context(mock.patch.object(byol, "batchnorm_train", lambda module, mode: module.train(False)))
     elif name == "stale_teacher_eval":
         init = cls.__init__
 
@@ -247,7 +255,7 @@ def main() -> None:
                                           "teacher_entropy": r["teacher_entropy"], "caught_by": caught(r)}
                           for r in rows if r["method"] == m and r["breakage"] is not None},
         }
-    record = {"settings": {"steps": STEPS, "data": "digits, 16 px", "backbone": "ViT 2 blocks, width 64, patch 4",
+    record = {"settings": {"steps": {m: steps(m) for m in methods}, "data": "digits, 16 px", "backbone": "ViT 2 blocks, width 64, patch 4",
                            "batch_size": 64, "knn": {"k": 20, "temperature": 0.07}, "seeds": seeds,
                            "precision": args.precision,
                            "breakage_seed": 0, "threads_per_run": int(os.environ.get("OMP_NUM_THREADS", "1")),

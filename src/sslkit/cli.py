@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from sslkit import __version__
     from sslkit.commands import VERBS
+    from sslkit.commands.verb_config import add_config_options
 
     parser = argparse.ArgumentParser(prog="sslkit", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     for module in VERBS:
         importlib.import_module(module).add_parser(verbs)
+    add_config_options(parser)
     return parser
 
 
@@ -38,11 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may stand anywhere, also after options (`--out DIR a.b=1 --resume c.d=2`):
     # argparse only takes one run of positionals, so collect the rest by hand.
     args, extra = parser.parse_known_args(argv)
-    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
-    if stray:
-        parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    if extra:
-        args.overrides = list(getattr(args, "overrides", [])) + extra
     if args.verb is None:
         parser.print_help()
         return 0
@@ -52,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     from sslkit.engine.run_interrupted import RunInterrupted
 
     try:
+        if hasattr(args, "overrides"):  # pretrain, flops: recipe overrides
+            stray = [e for e in extra if e.startswith("-") or "=" not in e]
+            if stray:
+                parser.error(f"unrecognized arguments: {' '.join(stray)}")
+            args.overrides = list(args.overrides) + extra
+        else:  # every other verb: --config FILE.yaml and key=value over its options
+            from sslkit.commands.verb_config import resolve
+
+            args = resolve(parser, argv, args, extra)
         return args.run(args)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, FloatingPointError) as err:
         print(f"sslkit {args.verb}: {err}", file=sys.stderr)

@@ -16,6 +16,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from sslkit.data.data_config import DataConfig  # noqa: F401  (the recipe's `data` section)
+
 
 class ConfigError(ValueError):
     """A recipe or a command-line override names an unknown key or holds a bad value."""
@@ -25,23 +27,6 @@ class ConfigError(ValueError):
 # The schema. Defaults are the DINOv2 reference values (facebookresearch/dinov2
 # dinov2/configs/ssl_default_config.yaml) except where a comment says otherwise.
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DataConfig:
-    """Where images come from and how they are read."""
-
-    source: str = "shapes"  # 'shapes', 'digits', an image folder, or a .csv/.txt list of paths
-    image_size: int = 32  # size the built-in datasets render at
-    num_samples: Optional[int] = None  # built-in 'shapes'/'glyphs' train size (None: dataset default)
-    # built-in 'shapes'/'glyphs' backgrounds (None: the dataset's default, texture for shapes, noise for glyphs)
-    background: Optional[Literal["texture", "noise", "plain"]] = None
-    background_noise: float = 0.0  # built-in sets: std of pixel noise added to the background only
-    channels: Union[Literal["auto"], int] = "auto"
-    stats: Literal["dataset", "imagenet", "compute"] = "dataset"  # normalisation mean/std
-    holdout_fraction: float = 0.1  # labelled user data: share held out for the kNN monitor
-    skip_bad_files: bool = False
-    num_workers: int = 0
 
 
 @dataclass
@@ -83,69 +68,6 @@ class ModelConfig:
     num_registers: int = 0
     drop_path_rate: float = 0.1
     layerscale_init: Optional[float] = 1e-5
-
-
-@dataclass
-class DINOv2Config:
-    """Heads and losses (spec dinov2.md steps 2-5)."""
-
-    head_out_dim: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    head_layers: int = 3
-    head_use_bn: bool = False  # BatchNorm in the head MLP (the reference head's `use_bn` option)
-    separate_ibot_head: bool = False
-    centering: Literal["softmax", "sinkhorn"] = "softmax"
-    student_temp: float = 0.1
-    teacher_temp: float = 0.07
-    warmup_teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: float = 30
-    center_momentum: float = 0.9
-    dino_weight: float = 1.0
-    ibot_weight: float = 1.0
-    koleo_weight: float = 0.1
-    mask_probability: float = 0.5
-    mask_ratio: tuple[float, float] = (0.1, 0.5)
-    # Teacher guidance: T*'s crops go through the current EMA teacher's heads (the reference's
-    # behaviour, default) or, with true, through T*'s own frozen heads.
-    guide_frozen_head: bool = False
-
-
-@dataclass
-class MAEConfig:
-    """Masked autoencoder (He et al., arXiv 2111.06377); decoder sized for small backbones."""
-
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = True
-    decoder_dim: int = 128  # the reference pairs ViT-B with 512 x 8 blocks; this is a light default
-    decoder_depth: int = 2
-    decoder_num_heads: int = 4
-    # The reference (facebookresearch/mae models_mae.py) passes the class token through the decoder; False
-    # keeps it out (stable-pretraining's methods.MAE), so reconstruction never trains the CLS output directly.
-    decoder_prefix_tokens: bool = True
-
-
-@dataclass
-class SimCLRConfig:
-    """SimCLR (Chen et al., arXiv 2002.05709): 2-layer projector, NT-Xent."""
-
-    temperature: float = 0.1  # google-research/simclr's ImageNet default (its CIFAR runs use 0.5)
-    projector_hidden_dim: int = 2048
-    projector_out_dim: int = 128
-    projector_layers: int = 2
-    projector_output_bn: bool = True  # BatchNorm (scale, no shift) on the output, as google-research/simclr
-
-
-@dataclass
-class VICRegConfig:
-    """VICReg (Bardes et al., arXiv 2105.04906): loss weights of the paper, 3-layer projector."""
-
-    sim_weight: float = 25.0
-    var_weight: float = 25.0
-    cov_weight: float = 1.0
-    projector_hidden_dim: int = 2048  # the paper's ResNet-50 uses 8192; 2048 suits ViT-S and smaller
-    projector_out_dim: int = 2048
-    projector_layers: int = 3
 
 
 @dataclass
@@ -237,22 +159,40 @@ class StageConfig:
     paired_data: Optional[str] = None
 
 
-@dataclass
-class RunConfig:
-    """One pretraining run."""
+def _run_config_class() -> type:
+    """``RunConfig``: the generic sections plus one section per registered method (``sslkit.methods``),
+    named after it and typed by the method's own dataclass, in the order of the YAML files so far
+    (method, data, crops, model, the method sections by name, optim, trainer, monitor, curriculum)."""
+    from sslkit.methods.registry import registered_methods
 
-    method: Literal["dinov2", "mae", "simclr", "vicreg"] = "dinov2"
-    data: DataConfig = field(default_factory=DataConfig)
-    crops: CropsConfig = field(default_factory=CropsConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    dinov2: DINOv2Config = field(default_factory=DINOv2Config)
-    mae: MAEConfig = field(default_factory=MAEConfig)
-    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
-    vicreg: VICRegConfig = field(default_factory=VICRegConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    curriculum: list[StageConfig] = field(default_factory=list)  # empty: one stage, the crops above
+    methods = registered_methods()
+    generic_head = [("method", Literal[tuple(methods)], field(default="dinov2")),
+                    ("data", DataConfig, field(default_factory=DataConfig)),
+                    ("crops", CropsConfig, field(default_factory=CropsConfig)),
+                    ("model", ModelConfig, field(default_factory=ModelConfig))]
+    sections = [(name, spec.config, field(default_factory=spec.config)) for name, spec in methods.items()]
+    generic_tail = [("optim", OptimConfig, field(default_factory=OptimConfig)),
+                    ("trainer", TrainerConfig, field(default_factory=TrainerConfig)),
+                    ("monitor", MonitorConfig, field(default_factory=MonitorConfig)),
+                    # empty: one stage, the crops above
+                    ("curriculum", list[StageConfig], field(default_factory=list))]
+    cls = dataclasses.make_dataclass("RunConfig", generic_head + sections + generic_tail,
+                                     namespace={"__doc__": "One pretraining run.", "__module__": __name__})
+    return cls
+
+
+RunConfig = _run_config_class()
+
+
+def __getattr__(name: str) -> Any:
+    """The method sections' dataclasses by their old names here (``sslkit.config.DINOv2Config``); they live
+    in their method's file now."""
+    from sslkit.methods.registry import registered_methods
+
+    for spec in registered_methods().values():
+        if spec.config.__name__ == name:
+            return spec.config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,14 +396,12 @@ def _validate_arch(cfg: "RunConfig", need) -> None:
         check_timm_name(arch[len("timm:"):] if arch.startswith("timm:") else arch)
     except ValueError as err:
         raise ConfigError(f"Config key 'model.arch' = {arch!r}: {err}") from None
-    need(cfg.method in ("simclr", "vicreg", "dinov2"),
-         f"model.arch={arch} has no patch tokens, but method '{cfg.method}' needs them (MAE reconstructs "
-         "patches): use an sslkit ViT (model.arch=vit_tiny|vit_small|vit_base|vit_large), "
-         "or method simclr/vicreg/dinov2 with this backbone.")
-    if cfg.method == "dinov2":
-        need(cfg.dinov2.mask_probability == 0,
-             f"model.arch={arch} has no patch tokens for iBOT to mask: set dinov2.mask_probability=0 "
-             f"(DINO + KoLeo without iBOT, as DINO on a ResNet), got {cfg.dinov2.mask_probability}.")
+    from sslkit.methods.registry import method_spec
+
+    spec = method_spec(cfg.method)
+    problem = spec.patch_token_problem(cfg)
+    need(problem is None, problem or "")
+    if spec.counts_flops:
         need(not cfg.monitor.count_flops, f"monitor.count_flops counts a ViT's FLOPs; set it to false for "
                                           f"model.arch={arch}.")
     need(cfg.optim.layer_decay == 1.0,
@@ -537,23 +475,17 @@ def validate(cfg: RunConfig) -> None:
 
     from sslkit.nn.timm_backbone import is_pooled_arch
 
-    c, m, o, d = cfg.crops, cfg.model, cfg.optim, cfg.dinov2
+    c, m, o = cfg.crops, cfg.model, cfg.optim
     _validate_arch(cfg, need)
     _validate_trainer(cfg.trainer, need)
     if cfg.model.arch in VIT_PRESETS:
         _validate_model_shape(m, need)
     need(c.n_global >= 1, f"Config key 'crops.n_global' must be at least 1, got {c.n_global}.")
     need(c.n_local >= 0, f"Config key 'crops.n_local' must be 0 or more, got {c.n_local}.")
-    if cfg.method == "dinov2":
-        need(c.n_global * (c.n_global - 1) + c.n_global * c.n_local > 0,
-             "Config keys 'crops.n_global'/'crops.n_local' leave no DINO pair; use n_global >= 2 or n_local >= 1.")
-    elif cfg.method in ("simclr", "vicreg"):
-        need(c.n_global == 2 and c.n_local == 0,
-             f"method '{cfg.method}' compares two views: set crops.n_global=2 and crops.n_local=0 "
-             f"(got {c.n_global} and {c.n_local}).")
-    elif cfg.method == "mae":
-        need(c.n_local == 0, f"method 'mae' uses no local crops: set crops.n_local=0 (got {c.n_local}).")
-        need(0 < cfg.mae.mask_ratio < 1, f"Config key 'mae.mask_ratio' must lie in (0, 1), got {cfg.mae.mask_ratio}.")
+    from sslkit.methods.registry import method_spec
+
+    spec = method_spec(cfg.method)
+    spec.check(cfg, need)  # the method's own rules: its crops, its section's value combinations
     from sslkit.nn.bounds import MAX_IMAGE_SIZE
 
     for key, size in (("crops.global_size", c.global_size), ("crops.local_size", c.local_size)):
@@ -568,11 +500,8 @@ def validate(cfg: RunConfig) -> None:
     need(all(0 <= p <= 1 for p in c.global_blur_p),
          f"Config key 'crops.global_blur_p' = {list(c.global_blur_p)} needs two probabilities in [0, 1].")
     need(0 <= c.solarize_p <= 1, f"Config key 'crops.solarize_p' = {c.solarize_p} must be a probability in [0, 1].")
-    for key, (lo, hi) in (("crops.global_scale", c.global_scale), ("crops.local_scale", c.local_scale),
-                          ("dinov2.mask_ratio", d.mask_ratio)):
+    for key, (lo, hi) in (("crops.global_scale", c.global_scale), ("crops.local_scale", c.local_scale)):
         need(0 < lo <= hi <= 1, f"Config key '{key}' = [{lo}, {hi}] must satisfy 0 < low <= high <= 1.")
-    need(0 <= d.mask_probability <= 1, f"Config key 'dinov2.mask_probability' must lie in [0, 1], got {d.mask_probability}.")
-    need(d.head_out_dim >= 2, f"Config key 'dinov2.head_out_dim' must be at least 2, got {d.head_out_dim}.")
     need(o.batch_size >= 2, f"Config key 'optim.batch_size' must be at least 2 (KoLeo needs neighbours), got {o.batch_size}.")
     need(o.epochs > 0, f"Config key 'optim.epochs' must be positive, got {o.epochs}.")
     need(o.iters_per_epoch is None or o.iters_per_epoch > 0,
@@ -595,7 +524,7 @@ def validate(cfg: RunConfig) -> None:
                      f"Config key '{key}.{name}' = {size} must be at most {MAX_IMAGE_SIZE} pixels.")
             need(stage.noise_patch >= 0, f"Config key '{key}.noise_patch' must be 0 (off) or a positive std, got {stage.noise_patch}.")
             need(stage.teacher_guidance >= 0, f"Config key '{key}.teacher_guidance' must be >= 0, got {stage.teacher_guidance}.")
-            need(stage.teacher_guidance == 0 or (stage.paired_data is not None and i > 0 and cfg.method == "dinov2"),
+            need(stage.teacher_guidance == 0 or (stage.paired_data is not None and i > 0 and spec.teacher_guidance),
                  f"Config key '{key}.teacher_guidance' needs a DINOv2 stage after the first with "
                  f"'{key}.paired_data' (the denoised copy aligned with this stage's data).")
             need(stage.paired_data is None or (stage.noise_patch == 0 and stage.lowpass_cutoff is None),

@@ -4,8 +4,9 @@ A recipe is user input: ``dinov2.teacher_temp=-1`` or ``optim.base_lr=-1`` would
 (and produce nonsense, or NaN some hours later). :data:`RANGES` gives each numeric key of
 :class:`sslkit.config.RunConfig` an interval in the usual notation (``"(0, 10]"``: above 0, at most
 10); a tuple-valued key holds every element to it; ``None`` (an unset optional key) always passes;
-NaN and infinities never do. ``tests/config/test_config_ranges.py`` fails when a numeric key is
-added to the config without a row here, so no key goes unchecked. Cross-field rules (heads dividing
+NaN and infinities never do. A method's own keys come from its ``MethodSpec.ranges`` (in its file under
+``sslkit/methods``). ``tests/config/test_config_ranges.py`` fails when a numeric key is added to the config
+without a row, so no key goes unchecked. Cross-field rules (heads dividing
 the width, crop sizes being multiples of the patch, fractions summing to 1) stay in
 ``sslkit.config.validate``.
 """
@@ -21,9 +22,8 @@ from sslkit.nn.bounds import MAX_DEPTH, MAX_EMBED_DIM, MAX_IMAGE_SIZE, MAX_PATCH
 
 __all__ = ["RANGES", "UNRANGED", "interval", "numeric_leaves", "range_problem"]
 
-_WIDE = 2 ** 20  # head/projector widths: far above any real one (DINOv2's K is 65 536 = 2**16)
 
-RANGES: dict[str, str] = {
+_GENERIC_RANGES: dict[str, str] = {
     "data.image_size": f"[1, {MAX_IMAGE_SIZE}]",
     "data.num_samples": "[1, 100000000]",
     "data.background_noise": "[0, 10]",
@@ -46,34 +46,6 @@ RANGES: dict[str, str] = {
     "model.num_registers": f"[0, {MAX_REGISTERS}]",
     "model.drop_path_rate": "[0, 1)",
     "model.layerscale_init": "(0, 10]",
-    "dinov2.head_out_dim": f"[2, {_WIDE}]",
-    "dinov2.head_hidden_dim": f"[1, {_WIDE}]",
-    "dinov2.head_bottleneck_dim": f"[1, {_WIDE}]",
-    "dinov2.head_layers": "[1, 16]",
-    "dinov2.student_temp": "(0, 10]",
-    "dinov2.teacher_temp": "(0, 10]",
-    "dinov2.warmup_teacher_temp": "(0, 10]",
-    "dinov2.warmup_teacher_temp_epochs": "[0, 1000000]",
-    "dinov2.center_momentum": "[0, 1]",
-    "dinov2.dino_weight": "[0, 1000]",
-    "dinov2.ibot_weight": "[0, 1000]",
-    "dinov2.koleo_weight": "[0, 1000]",
-    "dinov2.mask_probability": "[0, 1]",
-    "dinov2.mask_ratio": "(0, 1]",
-    "mae.mask_ratio": "(0, 1)",
-    "mae.decoder_dim": f"[1, {MAX_EMBED_DIM}]",
-    "mae.decoder_depth": f"[1, {MAX_DEPTH}]",
-    "mae.decoder_num_heads": f"[1, {MAX_EMBED_DIM}]",
-    "simclr.temperature": "(0, 10]",
-    "simclr.projector_hidden_dim": f"[1, {_WIDE}]",
-    "simclr.projector_out_dim": f"[1, {_WIDE}]",
-    "simclr.projector_layers": "[1, 16]",
-    "vicreg.sim_weight": "[0, 1000]",
-    "vicreg.var_weight": "[0, 1000]",
-    "vicreg.cov_weight": "[0, 1000]",
-    "vicreg.projector_hidden_dim": f"[1, {_WIDE}]",
-    "vicreg.projector_out_dim": f"[1, {_WIDE}]",
-    "vicreg.projector_layers": "[1, 16]",
     "optim.epochs": "(0, 1000000]",
     "optim.iters_per_epoch": "[1, 100000000]",
     "optim.batch_size": "[2, 1000000]",
@@ -107,6 +79,19 @@ RANGES: dict[str, str] = {
     "curriculum.lowpass_cutoff": "(0, 1]",
     "curriculum.teacher_guidance": "[0, 1000]",
 }
+
+
+def _all_ranges() -> dict[str, str]:
+    """The generic keys' rows plus every registered method's own (``MethodSpec.ranges``, under its section)."""
+    from sslkit.methods.registry import registered_methods
+
+    rows = dict(_GENERIC_RANGES)
+    for name, spec in registered_methods().items():
+        rows.update({f"{name}.{key}": spec for key, spec in spec.ranges.items()})
+    return rows
+
+
+RANGES: dict[str, str] = _all_ranges()
 
 # Numeric-typed keys whose values are checked elsewhere as a whole ('auto' or 1 or 3; an int or "auto").
 UNRANGED = frozenset({"data.channels", "trainer.devices"})

@@ -327,3 +327,25 @@ def test_out_is_refused_then_replaced_whole_with_overwrite(tmp_path, capsys):
     assert main([*args, "--overwrite"]) == 0
     assert (out / "report.json").is_file() and not (out / "stale_heatmap.png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary left behind
+
+
+def test_skip_bad_files_lists_them_in_the_report(tmp_path, capsys):
+    # The same data path as pretraining (open_configured): an unreadable image stops evaluate with its name,
+    # and --skip-bad-files replaces it by the next readable one and lists it in report.json.
+    from PIL import Image
+
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("L", (16, 16), color=i * 20).save(folder / f"{i:02d}.png")
+    broken = folder / "05.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    args = ["evaluate", "timm:resnet18", "--data", str(folder), "--protocols", "rankme", "--image-size", "32",
+            "--no-cache"]
+    assert main([*args, "--out", str(tmp_path / "strict")]) == 2
+    assert str(broken) in capsys.readouterr().err
+    assert main([*args, "--skip-bad-files", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["bad_files"] == [str(broken)]
+    assert report["models"][0]["results"]["rankme"]["samples"] == 12
+    assert "bad_files_log" not in json.dumps(report["settings"]) + json.dumps(report["data"])

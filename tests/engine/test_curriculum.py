@@ -9,11 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from sslkit.cli import main
-from sslkit.config import ConfigError, load_config
+from sslkit.config import ConfigError, load_config, to_dict as cfg_to_tree
 from sslkit.data.augment import MultiCropAugmentation
 from sslkit.data.builtin import load_builtin
+from sslkit.data.errors import DataError
 from sslkit.data.stream import AugmentedStream, CurriculumStream
-from sslkit.engine.builders import build_schedules, stage_starts
+from sslkit.engine.builders import build_schedules
+from sslkit.engine.curriculum import final_global_size, first_global_size, resolve_stages, stage_starts
 from tiny_overrides import tiny_dinov2
 
 FAST = [{"fraction": 0.75, "global_size": 16, "local_size": 8},
@@ -127,3 +129,85 @@ def test_paired_stage_keeps_a_labelled_folder_and_its_copy_aligned_after_the_hol
     for i in range(len(paired)):
         item = paired[i]
         assert torch.equal(item["image"], item["clean_image"]), i
+
+
+def _copy_with_a_broken_file(source, target, broken_index):
+    """A copy of an image folder in which the file at sorted position ``broken_index`` no longer decodes."""
+    import shutil
+
+    shutil.copytree(source, target)
+    files = sorted(p for p in target.rglob("*.png"))
+    files[broken_index].write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return files[broken_index]
+
+
+def test_paired_stage_skips_bad_files_in_pairs_and_lists_them_in_the_runs_log(tmp_path):
+    # One broken file on the clean side and another on the noisy side. With data.skip_bad_files the two
+    # sides skip together: every pair is still the same picture, and both files are in the one log.
+    from sslkit.data.folder import read_bad_files
+    from sslkit.data.noise import write_noisy_copy
+    from sslkit.data.sources import open_configured
+    from sslkit.engine.run import build_stream
+
+    digits = torch.utils.data.Subset(load_builtin("digits", "train", size=16), range(40))
+    digits.num_classes, digits.class_names, digits.channels = 10, [str(c) for c in range(10)], 1
+    write_noisy_copy(digits, tmp_path / "clean_source", kind="gaussian", level=50)
+    bad_clean = _copy_with_a_broken_file(tmp_path / "clean_source", tmp_path / "twin", 3)
+    bad_noisy = _copy_with_a_broken_file(tmp_path / "clean_source", tmp_path / "noisy", 7)
+    cfg = cfg_with([{"fraction": 0.5}, {"fraction": 0.5, "teacher_guidance": 1.0, "paired_data": str(tmp_path / "twin")}],
+                   data={"source": str(tmp_path / "noisy"), "image_size": 16, "skip_bad_files": True,
+                         "holdout_fraction": 0.0, "channels": 1})
+    log = tmp_path / "bad_files.txt"
+    data = open_configured(cfg.data, bad_files_log=log, seed=0)
+    stream = build_stream(cfg, data, [0, 20], global_batch=4, log=lambda *_: None, bad_files_log=log)
+    paired = stream.streams[1].dataset
+    for i in range(len(paired)):
+        item = paired[i]
+        assert torch.equal(item["image"], item["clean_image"]), i
+    assert set(read_bad_files(log)) == {str(bad_clean), str(bad_noisy)}
+    # Without skipping, the same data stops at the first broken pair with a sentence naming the file.
+    strict = cfg_with(cfg_to_tree(cfg)["curriculum"], data={**cfg_to_tree(cfg)["data"], "skip_bad_files": False})
+    stream = build_stream(strict, open_configured(strict.data, seed=0), [0, 20], global_batch=4, log=lambda *_: None)
+    with pytest.raises(DataError, match="twin"):
+        [stream.streams[1].dataset[i] for i in range(len(digits))]
+
+
+def test_curriculum_stage_data_lists_its_bad_files_in_the_runs_log(tmp_path):
+    from sslkit.data.folder import read_bad_files
+    from sslkit.data.noise import write_noisy_copy
+    from sslkit.data.sources import open_configured
+    from sslkit.engine.run import build_stream
+
+    digits = torch.utils.data.Subset(load_builtin("digits", "train", size=16), range(30))
+    digits.num_classes, digits.class_names, digits.channels = 10, [str(c) for c in range(10)], 1
+    write_noisy_copy(digits, tmp_path / "source", kind="gaussian", level=50)
+    bad = _copy_with_a_broken_file(tmp_path / "source", tmp_path / "stage", 5)
+    cfg = cfg_with([{"fraction": 0.5}, {"fraction": 0.5, "data": str(tmp_path / "stage")}],
+                   data={"source": str(tmp_path / "source"), "image_size": 16, "skip_bad_files": True, "channels": 1})
+    log = tmp_path / "bad_files.txt"
+    stream = build_stream(cfg, open_configured(cfg.data, bad_files_log=log, seed=0), [0, 20], global_batch=4,
+                          log=lambda *_: None, bad_files_log=log)
+    stage = stream.streams[1].dataset
+    images = [stage[i] for i in range(len(stage))]
+    assert len(images) == 30 and read_bad_files(log) == [str(bad)]
+
+
+def test_stages_are_resolved_once_and_every_reader_agrees():
+    # A last stage at its own size (24 px) that is neither the first stage's nor the crops' (32 px): the
+    # backbone grid, the views, the FLOP count, the kNN monitor and the export all read resolve_stages.
+    from sslkit.engine.builders import build_augmentation, build_backbone
+    from sslkit.engine.flops import stages_from_config
+
+    cfg = cfg_with([{"fraction": 0.5, "global_size": 16, "local_size": 8}, {"fraction": 0.25},
+                    {"fraction": 0.25, "global_size": 24}])
+    stages = resolve_stages(cfg)
+    assert [(s.global_size, s.local_size) for s in stages] == [(16, 8), (32, 16), (24, 16)]
+    assert first_global_size(cfg) == 16 and final_global_size(cfg) == 24
+    assert stages_from_config(cfg) == [(0.5, 16, 8), (0.25, 32, 16), (0.25, 24, 16)]
+    assert stage_starts(cfg, 40) == [0, 20, 30]
+    assert build_backbone(cfg, 1).config.img_size == 16
+    views = build_augmentation(cfg, 1, (0.5,), (0.5,), stages[2])(torch.rand(1, 40, 40))
+    assert views["global"][0].shape[-1] == 24 and views["local"][0].shape[-1] == 16
+    # Without a curriculum: one stage at the crops.
+    plain = resolve_stages(load_config({"crops": {"global_size": 32, "local_size": 16}}))
+    assert [(s.fraction, s.global_size, s.local_size) for s in plain] == [(1.0, 32, 16)]

@@ -18,12 +18,14 @@ import json
 
 import pytest
 
-from learning_budgets import METHODS, STEPS, learning_run_args
+from learning_budgets import METHODS, learning_run_args, steps
 from sslkit.cli import main
 
 # Minimum kNN margin over the random-init ViT, in points. 5-seed minima: SimCLR 28.3, VICReg 6.7,
-# MAE 3.9 (mean pooling), DINOv2 8.9.
-THRESHOLDS = {"simclr": 23.0, "vicreg": 4.0, "mae": 1.0, "dinov2": 5.0}
+# MAE 3.9 (mean pooling), DINOv2 8.9. BYOL (300 steps) has no threshold below every seed: its margins are
+# +14.7 / +8.3 / +18.9 / -8.1 / +1.4, seeds 3 and 4 end below random init (seed 3 also at 600 steps;
+# RESULTS.md 'BYOL'); its test runs seed 0 and catches the breakages the benchmark lists.
+THRESHOLDS = {"simclr": 23.0, "vicreg": 4.0, "mae": 1.0, "dinov2": 5.0, "byol": 5.0}
 # MAE: the masked-patch loss (normalised pixels) on the held-out images; 5 seeds ≤ 0.64, breakages ≥ 0.88.
 MAE_MAX_HELDOUT_LOSS = 0.75
 # DINOv2: entropy of the teacher's mean CLS prediction at the last logged step (ln 1024 = 6.93 is the
@@ -42,7 +44,7 @@ def test_pretraining_beats_random_init(tmp_path, method):
     out = tmp_path / method
     assert main(learning_run_args(method, out, seed=0)) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["steps"] == STEPS
+    assert report["steps"] == steps(method)
     knn = {name: 100 * value for name, value in report["knn_top1"].items()}
     margin = knn["pretrained"] - knn["random_init"]
     assert margin >= THRESHOLDS[method], (

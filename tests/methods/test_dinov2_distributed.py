@@ -132,7 +132,7 @@ def test_two_workers_equal_one_process(tmp_path):
         assert any(torch.tensor(g).abs().max() > 0 for g in ref["grads"].values())
     # The documented exception: KoLeo's neighbours are searched per device (as the reference).
     koleo_workers = (workers[0]["koleo_per_device"] + workers[1]["koleo_per_device"]) / 2
-    koleo_global = build("softmax")(batch, TEACHER_TEMP)["koleo_loss"].item()
+    koleo_global = build("softmax", koleo_weight=0.1)(batch, TEACHER_TEMP)["koleo_loss"].item()
     assert abs(koleo_workers - koleo_global) > 1e-3
 
 
@@ -146,7 +146,7 @@ if __name__ == "__main__":  # one DDP worker: rank, file-store path, output path
         ddp = torch.nn.parallel.DistributedDataParallel(method)
         result[centering] = step(method, local, forward=ddp)
     with torch.no_grad():
-        result["koleo_per_device"] = build("softmax")(local, TEACHER_TEMP)["koleo_loss"].item()
+        result["koleo_per_device"] = build("softmax", koleo_weight=0.1)(local, TEACHER_TEMP)["koleo_loss"].item()
     Path(out_path).write_text(json.dumps(result))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()

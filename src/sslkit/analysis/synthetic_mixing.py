@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 METHODS = ("simclr", "vicreg")
+# NT-Xent compares L2-normalised outputs and its encoder outputs the latent's dimension; VICReg reads the raw
+# 32-d output.
+NORMALISED_OUTPUT = {"simclr": True, "vicreg": False}
 
 
 def random_orthogonal(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -243,7 +246,7 @@ class TrainedEncoder:
     @property
     def normalize(self) -> bool:
         """Whether its representation is the L2-normalised output (NT-Xent) or the raw one (VICReg)."""
-        return self.config.method == "simclr"
+        return NORMALISED_OUTPUT[self.config.method]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return embed(self.encoder, x, normalize=self.normalize)
@@ -265,7 +268,7 @@ def train_encoder(world: SyntheticMixing, config: Optional[EncoderTrainingConfig
     and minimises the loss of (g(z), g(z̃)) with Adam (lr ``lr``). ``steps=0`` returns the untrained encoder.
     """
     config = config or EncoderTrainingConfig()
-    out_dim = config.out_dim or (world.latent_dim if config.method == "simclr" else 32)
+    out_dim = config.out_dim or (world.latent_dim if NORMALISED_OUTPUT[config.method] else 32)
     encoder = make_encoder(world.latent_dim, config.hidden_dim, out_dim, seed=config.seed)
     pool = world.sample_latents(config.train_size, torch.Generator().manual_seed(_pool_seed(world)))
     generator = torch.Generator().manual_seed(10_007 * config.seed + 17)
@@ -279,7 +282,7 @@ def train_encoder(world: SyntheticMixing, config: Optional[EncoderTrainingConfig
         z = pool[idx]
         z_pos = world.perturb(z, generator)
         h1, h2 = encoder(world.observe(z)), encoder(world.observe(z_pos))
-        if config.method == "simclr":
+        if NORMALISED_OUTPUT[config.method]:  # SimCLR
             loss = nt_xent_loss(h1, h2, temperature=config.temperature, gather=False)
         else:
             loss = vicreg_loss(h1, h2, gather=False)["loss"]

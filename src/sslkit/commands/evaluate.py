@@ -72,6 +72,9 @@ def add_parser(verbs) -> None:
     p.add_argument("--image-size", type=int, help="input side (default: the model's training size, else 32 for "
                                                   "built-in data and 224 for folders)")
     p.add_argument("--num-samples", type=int, help="training images of the built-in 'shapes' (default 4000)")
+    p.add_argument("--skip-bad-files", action="store_true",
+                   help="replace unreadable images by the next readable one and list them in OUT/bad_files.txt "
+                        "(default: stop at the first, naming it)")
     p.add_argument("--knn-k", type=_ints, default=(10, 20, 100, 200), help="neighbour counts (default 10,20,100,200)")
     p.add_argument("--knn-temperature", type=float, default=0.07, help="T of the softmax voting (default 0.07)")
     p.add_argument("--linear-lrs", type=_floats, help="learning-rate grid (default the 13 DINOv2 values 1e-5..0.1)")
@@ -118,6 +121,8 @@ def settings_from_args(args):
     if args.linear_wds:
         linear["weight_decays"] = args.linear_wds
     data_options = {"num_samples": args.num_samples} if args.num_samples else {}
+    if getattr(args, "skip_bad_files", False):
+        data_options["skip_bad_files"] = True  # the report step adds OUT/bad_files.txt as the log
     try:
         robustness = _robustness_config(args)
         return EvaluationSettings(

@@ -54,8 +54,10 @@ def _print_knn_table(console, result, k: int, cfg=None) -> None:
     from rich.table import Table
 
     arch = cfg.model.arch if cfg is not None else "backbone"
-    # What was evaluated: DINOv2 exports its EMA teacher, the other methods their (only) encoder.
-    evaluated = "EMA teacher" if cfg is None or cfg.method == "dinov2" else f"{cfg.method} encoder"
+    from sslkit.methods.registry import method_spec
+
+    # What was evaluated and exported: the method's spec says (DINOv2: its EMA teacher).
+    evaluated = "EMA teacher" if cfg is None else f"{cfg.method} {method_spec(cfg.method).evaluated}"
     rows = [("raw pixels", "raw_pixels"), (f"random-init {arch} (same architecture)", "random_init"),
             (f"pretrained {arch} ({evaluated})", "pretrained")]
     table = Table(title=f"kNN top-1 on the held-out split (k={k}, T=0.07, cosine)")
@@ -130,10 +132,10 @@ def run(args) -> int:
     result = pretrain(cfg, out, resume=resume, log=console.print)
     if result.knn:
         _print_knn_table(console, result, cfg.monitor.knn_k, cfg)
-    if result.reconstruction:
-        recon = result.reconstruction
-        console.print(f"held-out masked-patch loss (MAE's objective on the test split): pretrained "
-                      f"{recon['pretrained']:.3f}" + (f", random-init {recon['random_init']:.3f}" if "random_init" in recon else ""))
+    for name, values in result.heldout.items():  # the method's own objective on the held-out split
+        console.print(f"{name.replace('_', ' ')} (the method's objective on the test split): pretrained "
+                      f"{values['pretrained']:.3f}"
+                      + (f", random-init {values['random_init']:.3f}" if "random_init" in values else ""))
     console.print(f"done: {result.steps} steps; backbone in {out / 'backbone.safetensors'}; "
                   f"report in {out / 'report.json'}")
     return 0

@@ -8,3 +8,7 @@ class DataError(ValueError):
     what to do about it. Subclassing ``ValueError`` keeps ``except ValueError``
     callers working.
     """
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path  # the file at fault, where there is one (for bad-file logs)

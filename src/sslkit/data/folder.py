@@ -111,7 +111,7 @@ def _channels_of(path: Path) -> int:
 
 # --------------------------------------------------------------------------- bad-file log
 
-def _append_bad_file(log: str | os.PathLike, path: str, reason: str) -> None:
+def append_bad_file(log: str | os.PathLike, path: str, reason: str) -> None:
     # One JSON object per line, written with a single append so DataLoader workers can
     # share the file without interleaving lines.
     line = json.dumps({"path": path, "reason": reason}) + "\n"
@@ -188,7 +188,7 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
         try:
             image = load_image(self.paths[index], self.channels)
         except DataError as error:
-            raise DataError(f"Item {index}: {error}") from error.__cause__
+            raise DataError(f"Item {index}: {error}", path=self.paths[index]) from error.__cause__
         if self.transform is not None:
             image = self.transform(image)
         return {"image": image, "label": self.labels[index], "path": self.paths[index]}
@@ -206,7 +206,7 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
             except DataError as error:
                 self._known_bad.add(current)
                 if self.bad_files_log is not None:
-                    _append_bad_file(self.bad_files_log, self.paths[current], str(error.__cause__ or error))
+                    append_bad_file(self.bad_files_log, self.paths[current], str(error.__cause__ or error))
         raise DataError(
             f"Every one of the {n} images (e.g. {self.paths[0]}) failed to decode; check the files "
             "or the path list."
@@ -227,7 +227,7 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
                 bad.append(self.paths[index])
                 self._known_bad.add(index)
                 if self.bad_files_log is not None:
-                    _append_bad_file(self.bad_files_log, self.paths[index], str(error.__cause__ or error))
+                    append_bad_file(self.bad_files_log, self.paths[index], str(error.__cause__ or error))
         return bad
 
 

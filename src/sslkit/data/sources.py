@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from sslkit.data.builtin import BUILTIN_DATASETS, load_builtin
+from sslkit.data.data_config import DataConfig
 from sslkit.data.errors import DataError
 from sslkit.data.folder import ImageFolderDataset, PathListDataset
 from sslkit.data.stats import compute_mean_std
@@ -59,6 +60,25 @@ def _holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[
     perm = torch.randperm(n, generator=gen).tolist()
     n_hold = int(round(n * fraction))
     return sorted(perm[n_hold:]), sorted(perm[:n_hold])
+
+
+def open_configured(data: DataConfig, *, source: Optional[str] = None, holdout_fraction: Optional[float] = None,
+                    skip_bad_files: Optional[bool] = None, bad_files_log: Optional[Path] = None,
+                    seed: int = 0) -> DataSplits:
+    """Open images as a recipe's ``data`` section says: the one path by which pretraining, its curriculum
+    stages and paired copies, and ``evaluate`` open data.
+
+    ``source``, ``holdout_fraction`` and ``skip_bad_files`` replace the section's values where given (a
+    curriculum stage reads another source whole; a paired copy is read strictly and skips in pairs, see
+    :class:`sslkit.data.paired.PairedDataset`). Unreadable files skipped under ``skip_bad_files`` are listed
+    in ``bad_files_log`` (JSON lines; ``read_bad_files``).
+    """
+    return open_data(source if source is not None else data.source, image_size=data.image_size,
+                     num_samples=data.num_samples, background=data.background,
+                     background_noise=data.background_noise, channels=data.channels, stats=data.stats,
+                     holdout_fraction=data.holdout_fraction if holdout_fraction is None else holdout_fraction,
+                     skip_bad_files=data.skip_bad_files if skip_bad_files is None else skip_bad_files,
+                     bad_files_log=bad_files_log, seed=seed)
 
 
 def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] = None, background: Optional[str] = None,

@@ -1,7 +1,8 @@
 """From a validated ``RunConfig`` to the objects a run needs: backbone, method, schedules, views.
 
-One function per object, each reading only its own config sections, so a new method adds one
-branch to ``build_method`` and (if its views differ) to ``build_views``.
+One function per object, each reading only its own config sections. Nothing here names a method:
+what differs between methods (heads, collate and masks, teacher schedules) comes from the method's
+``MethodSpec`` (``sslkit.methods.registry``).
 """
 
 from __future__ import annotations
@@ -13,21 +14,12 @@ from typing import Callable, Optional
 from sslkit.config import ConfigError, RunConfig, StageConfig
 from sslkit.data.augment import MultiCropAugmentation
 from sslkit.data.collate import MultiCropCollate
+from sslkit.engine.curriculum import Stage, first_global_size, resolve_stages, stage_starts
 from sslkit.engine.schedules import CurriculumSchedules, DINOv2Schedules, lr_peak_from_batch
 from sslkit.methods.base import SSLMethod
-from sslkit.methods.dinov2 import DINOv2, DINOv2LossConfig
-from sslkit.methods.mae import MAE
-from sslkit.methods.simclr import SimCLR
-from sslkit.methods.vicreg import VICReg
-from sslkit.nn.heads import DINOHead, ProjectionMLP
-from sslkit.nn.mae_decoder import MAEDecoder
+from sslkit.methods.registry import method_spec
 from sslkit.nn.timm_backbone import TimmBackbone, is_pooled_arch, timm_name
 from sslkit.nn.vit import ViT, build_vit
-
-
-def stages_of(cfg: RunConfig) -> list[StageConfig]:
-    """The curriculum, or one stage covering the whole run."""
-    return list(cfg.curriculum) or [StageConfig()]
 
 
 def build_backbone(cfg: RunConfig, in_chans: int) -> "ViT | TimmBackbone":
@@ -36,7 +28,7 @@ def build_backbone(cfg: RunConfig, in_chans: int) -> "ViT | TimmBackbone":
         return TimmBackbone(timm_name(m.arch), in_chans=in_chans, **m.timm_kwargs)
     # The position table is learned on the first stage's grid (fast-dinov2.md: img_size 112 for the
     # whole run) and interpolated for any other crop size.
-    img_size = stages_of(cfg)[0].global_size or cfg.crops.global_size
+    img_size = first_global_size(cfg)
     overrides = {"patch_size": m.patch_size, "img_size": img_size, "in_chans": in_chans,
                  "num_registers": m.num_registers, "drop_path_rate": m.drop_path_rate,
                  "layerscale_init": m.layerscale_init}
@@ -47,58 +39,30 @@ def build_backbone(cfg: RunConfig, in_chans: int) -> "ViT | TimmBackbone":
 
 
 def build_method(cfg: RunConfig, in_chans: int) -> SSLMethod:
+    """The recipe's method (``sslkit.methods.registry``) around a freshly built backbone."""
     backbone = build_backbone(cfg, in_chans)
-    width = backbone.embed_dim
-    if cfg.method != "dinov2":
-        # Only iBOT feeds masked crops through the backbone (MAE drops its masked patches instead):
-        # a trainable mask token that never gets a gradient makes DDP stop with "parameters that
-        # were not used in producing loss".
-        if hasattr(backbone, "mask_token"):  # timm backbones have none
-            backbone.mask_token.requires_grad_(False)
-    if cfg.method == "mae":
-        a = cfg.mae
-        decoder = MAEDecoder(width, backbone.patch_size, in_chans, dim=a.decoder_dim, depth=a.decoder_depth,
-                             num_heads=a.decoder_num_heads, num_prefix_tokens=backbone.num_prefix_tokens,
-                             decode_prefix_tokens=a.decoder_prefix_tokens)
-        return MAE(backbone, decoder, norm_pix_loss=a.norm_pix_loss)
-    if cfg.method == "simclr":
-        s = cfg.simclr
-        projector = ProjectionMLP(width, s.projector_hidden_dim, s.projector_out_dim, s.projector_layers,
-                                  output_bn=s.projector_output_bn)
-        return SimCLR(backbone, projector, temperature=s.temperature)
-    if cfg.method == "vicreg":
-        v = cfg.vicreg
-        projector = ProjectionMLP(width, v.projector_hidden_dim, v.projector_out_dim, v.projector_layers)
-        return VICReg(backbone, projector, v.sim_weight, v.var_weight, v.cov_weight)
-
-    d = cfg.dinov2
-
-    def head() -> DINOHead:
-        return DINOHead(width, d.head_out_dim, hidden_dim=d.head_hidden_dim,
-                        bottleneck_dim=d.head_bottleneck_dim, nlayers=d.head_layers, use_bn=d.head_use_bn)
-
-    loss_cfg = DINOv2LossConfig(n_global=cfg.crops.n_global, n_local=cfg.crops.n_local, centering=d.centering,
-                                student_temp=d.student_temp, center_momentum=d.center_momentum,
-                                dino_weight=d.dino_weight, ibot_weight=d.ibot_weight, koleo_weight=d.koleo_weight)
-    guided = any(stage.teacher_guidance > 0 for stage in stages_of(cfg))
-    return DINOv2(backbone, head(), loss_cfg, ibot_head=head() if d.separate_ibot_head else None,
-                  teacher_guidance=guided, frozen_head=d.guide_frozen_head)
+    method = method_spec(cfg.method).build(cfg, backbone, in_chans)
+    if not method.feeds_masked_crops and hasattr(backbone, "mask_token"):  # timm backbones have none
+        # Only iBOT feeds masked crops through the backbone (MAE drops its masked patches instead): a
+        # trainable mask token that never gets a gradient makes DDP stop with "parameters that were not
+        # used in producing loss".
+        backbone.mask_token.requires_grad_(False)
+    return method
 
 
-def build_augmentation(cfg: RunConfig, channels: int, mean, std,
-                       stage: Optional[StageConfig] = None) -> Callable:
-    """The per-image view maker of one curriculum stage (the run's crops when ``stage`` is None)."""
+def build_augmentation(cfg: RunConfig, channels: int, mean, std, stage: Optional[Stage] = None) -> Callable:
+    """The per-image view maker of one resolved curriculum stage (the first stage when ``stage`` is None)."""
     c = cfg.crops
-    stage = stage or StageConfig()
+    stage = stage or resolve_stages(cfg)[0]
     photometric = {} if c.photometric else {"color_jitter": 0.0, "grayscale": 0.0, "solarize": 0.0, "blur": False}
-    augmentation = MultiCropAugmentation(stage.global_size or c.global_size, stage.local_size or c.local_size,
+    augmentation = MultiCropAugmentation(stage.global_size, stage.local_size,
                                          n_global=c.n_global, n_local=c.n_local,
                                          global_scale=c.global_scale, local_scale=c.local_scale,
                                          blur_sigma=c.blur_sigma, jitter_strength=c.jitter_strength,
                                          global_blur_p=tuple(c.global_blur_p),
                                          mean=mean, std=std, channels=channels,
                                          **({"solarize": c.solarize_p} | photometric))
-    before = _before_cropping(stage)
+    before = _before_cropping(stage.settings)
     if not before:
         return augmentation
     return ImageThenViews(before, augmentation)
@@ -138,27 +102,9 @@ def _before_cropping(stage: StageConfig) -> list[Callable]:
 
 def build_views(cfg: RunConfig, channels: int, mean, std) -> tuple[MultiCropAugmentation, MultiCropCollate]:
     """The per-image augmentation (of the first stage) and the batch collate (with the method's masks)."""
-    augmentation = build_augmentation(cfg, channels, mean, std, stages_of(cfg)[0])
-    seed = cfg.trainer.seed
-    if cfg.method == "mae":
-        collate = MultiCropCollate(cfg.model.patch_size, seed=seed, random_mask_ratio=cfg.mae.mask_ratio)
-    elif cfg.method == "dinov2":  # on a CNN: a 1-pixel grid, and no masks (config: mask_probability=0)
-        patch = 1 if is_pooled_arch(cfg.model.arch) else cfg.model.patch_size
-        collate = MultiCropCollate(patch, mask_probability=cfg.dinov2.mask_probability,
-                                   mask_ratio=cfg.dinov2.mask_ratio, seed=seed)
-    else:  # two views, no masks (a timm backbone has no patch grid: a 1-pixel grid of empty masks)
-        patch = 1 if is_pooled_arch(cfg.model.arch) else cfg.model.patch_size
-        collate = MultiCropCollate(patch, mask_probability=0.0, seed=seed)
+    augmentation = build_augmentation(cfg, channels, mean, std, resolve_stages(cfg)[0])
+    collate = method_spec(cfg.method).collate(cfg)
     return augmentation, collate
-
-
-def stage_starts(cfg: RunConfig, total_iters: int) -> list[int]:
-    """First iteration of each curriculum stage (cumulative fractions, rounded)."""
-    starts, cumulative = [], 0.0
-    for stage in stages_of(cfg):
-        starts.append(int(round(cumulative * total_iters)))
-        cumulative += stage.fraction
-    return starts
 
 
 def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> CurriculumSchedules:
@@ -168,11 +114,11 @@ def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> 
     starts = stage_starts(cfg, total)
     ends = starts[1:] + [total]
     stages = []
-    for k, (stage, start, end) in enumerate(zip(stages_of(cfg), starts, ends)):
+    for k, (stage, start, end) in enumerate(zip(resolve_stages(cfg), starts, ends)):
         if end <= start:
             raise ConfigError(f"Config key 'curriculum[{k}].fraction' leaves stage {k} with no step "
                               f"(the run has {total}); raise the fraction or train longer.")
-        restart = k > 0 and stage.restart_schedules
+        restart = k > 0 and stage.settings.restart_schedules
         length = end - start if restart else total
         # A restarted stage is a short run of its own: its warm-ups (recipe values in epochs of the
         # whole run) are capped at half of it, so a recipe fits any dataset size (fast-dinov2-tiny on
@@ -184,8 +130,10 @@ def build_schedules(cfg: RunConfig, iters_per_epoch: int, global_batch: int) -> 
 
 def _schedules(cfg: RunConfig, total: int, iters_per_epoch: int, global_batch: int,
                warmup_cap_epochs: Optional[float] = None) -> DINOv2Schedules:
-    o, d = cfg.optim, cfg.dinov2
-    dino = cfg.method == "dinov2"
+    o = cfg.optim
+    teacher = method_spec(cfg.method).teacher_schedules
+    # Without the method's teacher schedules: no temperature warm-up, no last-layer freeze.
+    t = teacher(cfg) if teacher is not None else {"teacher_temp_warmup_epochs": 0, "freeze_last_layer_epochs": 0}
 
     def capped(epochs: float) -> float:
         return epochs if warmup_cap_epochs is None else min(epochs, warmup_cap_epochs)
@@ -196,9 +144,7 @@ def _schedules(cfg: RunConfig, total: int, iters_per_epoch: int, global_batch: i
             lr_peak=lr_peak_from_batch(o.base_lr, global_batch), lr_min=o.min_lr, lr_warmup_epochs=capped(o.warmup_epochs),
             wd_start=o.weight_decay, wd_end=o.weight_decay_end,
             momentum_start=o.momentum_teacher, momentum_end=o.momentum_teacher_end,
-            teacher_temp_start=d.warmup_teacher_temp, teacher_temp_end=d.teacher_temp,
-            teacher_temp_warmup_epochs=d.warmup_teacher_temp_epochs if dino else 0,
-            freeze_last_layer_epochs=capped(o.freeze_last_layer_epochs) if dino else 0,
+            **{**t, "freeze_last_layer_epochs": capped(t["freeze_last_layer_epochs"])},
         )
     except ValueError as err:  # e.g. a warm-up longer than the run: name the recipe keys
         raise ConfigError(f"{err} (recipe keys optim.epochs, optim.iters_per_epoch, optim.warmup_epochs, "

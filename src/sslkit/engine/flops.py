@@ -79,9 +79,12 @@ def step_flops(cfg: RunConfig, crops: tuple[int, int], in_chans: int = 3, method
         keys for one image), ``backbone_forward`` ({global, local}: one crop's forward), ``tokens``
         ({global, local}: tokens per crop incl. class/register tokens), ``batch``, ``crops``.
     """
-    if cfg.method != "dinov2":
-        raise ConfigError(f"sslkit flops counts DINOv2 steps; recipe key 'method' is {cfg.method!r}. "
-                          "Use a dinov2 recipe.")
+    from sslkit.methods.registry import method_spec, registered_methods
+
+    if not method_spec(cfg.method).counts_flops:
+        counted = [name for name, spec in registered_methods().items() if spec.counts_flops]
+        raise ConfigError(f"sslkit flops counts {'/'.join(counted)} steps; recipe key 'method' is {cfg.method!r}. "
+                          f"Use a {' or '.join(counted)} recipe.")
     global_size, local_size = int(crops[0]), int(crops[1])
     p = cfg.model.patch_size
     for name, size in (("global", global_size), ("local", local_size)):
@@ -165,12 +168,9 @@ def _stage_steps(total_steps: int, fractions: Sequence[float]) -> list[int]:
 def stages_from_config(cfg: RunConfig) -> list[tuple[float, int, int]]:
     """(fraction, global_size, local_size) per stage of the recipe's ``curriculum`` (unset sizes fall back to
     ``crops``), or one stage at ``crops`` when the recipe has no curriculum."""
-    c = cfg.crops
-    curriculum = list(getattr(cfg, "curriculum", None) or [])
-    if not curriculum:
-        return [(1.0, c.global_size, c.local_size)]
-    return [(float(st.fraction), int(st.global_size or c.global_size), int(st.local_size or c.local_size))
-            for st in curriculum]
+    from sslkit.engine.curriculum import resolve_stages
+
+    return [(stage.fraction, stage.global_size, stage.local_size) for stage in resolve_stages(cfg)]
 
 
 def recipe_flops(cfg: RunConfig, stages: Optional[Sequence[tuple[float, int, int]]] = None, in_chans: int = 3,

@@ -103,8 +103,9 @@ class PretrainModule(L.LightningModule):
             from sslkit.engine.flops import cumulative_flops
 
             logs["train/flops"] = cumulative_flops(self.flops_plan, step + 1)
-        if self.method.has_teacher:
-            logs.update({"schedule/momentum": values["momentum"], "schedule/teacher_temp": values["teacher_temp"]})
+        # Every schedule value the method reads, plus the EMA momentum when it has a teacher.
+        scheduled = (("momentum",) if self.method.has_teacher else ()) + tuple(self.method.schedule_inputs)
+        logs.update({f"schedule/{name}": values[name] for name in scheduled})
         if self._last_time is not None:
             logs["train/images_per_s"] = batch_size * self.trainer.world_size / max(now - self._last_time, 1e-9)
         self._last_time = now

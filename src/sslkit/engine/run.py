@@ -25,11 +25,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from sslkit.config import ConfigError, RunConfig, to_dict
 from sslkit.data.augment import EvalTransform
-from sslkit.data.sources import DataSplits, TransformedDataset, open_data
+from sslkit.data.sources import DataSplits, TransformedDataset, open_configured
 from sslkit.data.paired import PairedDataset
 from sslkit.data.stream import AugmentedStream, CurriculumStream
-from sslkit.engine.builders import (build_augmentation, build_backbone, build_method, build_schedules, build_views,
-                                    stages_of)
+from sslkit.engine.builders import build_augmentation, build_backbone, build_method, build_schedules, build_views
+from sslkit.engine.curriculum import final_global_size, resolve_stages
 from sslkit.engine.callbacks import KNNMonitor, knn_pooled, knn_top1
 from sslkit.engine.checkpoints import (LAST_CHECKPOINT, AtomicCheckpointIO, StepCheckpoint, candidate_checkpoints,
                                       readable_checkpoint)
@@ -46,6 +46,7 @@ from sslkit.engine.resume import check_resume
 from sslkit.engine.run_lock import RunLock
 from sslkit.engine.slurm import cluster_plugins, slurm_job_id
 from sslkit.engine.param_groups import dinov2_param_groups
+from sslkit.methods.registry import method_spec
 from sslkit.engine.strategy import (GatheredKNNMonitor, SSLFSDPStrategy, build_strategy, full_backbone,
                                     wants_sync_batchnorm)
 from sslkit.data.features import raw_pixels
@@ -62,35 +63,47 @@ class PretrainResult:
     final_loss: Optional[float]
     knn: dict = field(default_factory=dict)  # name -> top-1 accuracy in [0, 1]
     knn_history: list = field(default_factory=list)
-    reconstruction: dict = field(default_factory=dict)  # MAE: name -> held-out masked-patch loss
+    # The method's held-out objectives: name -> {"pretrained": v, "random_init": v} (MAE:
+    # heldout_reconstruction_loss, its masked-patch loss on the held-out images).
+    heldout: dict = field(default_factory=dict)
 
 
-def build_stream(cfg: RunConfig, data: DataSplits, stage_starts: list[int], global_batch: int, log=print):
-    """The training stream: one augmented stream, or one per curriculum stage switched by position."""
+def build_stream(cfg: RunConfig, data: DataSplits, stage_starts: list[int], global_batch: int, log=print,
+                 bad_files_log: Optional[Path] = None):
+    """The training stream: one augmented stream, or one per curriculum stage switched by position.
+
+    Every stage's data opens through ``open_configured`` with the run's ``data`` section, so skipped files of
+    any stage, and of a paired copy, land in the one ``bad_files_log``."""
     streams = []
-    for k, stage in enumerate(stages_of(cfg)):
+    for k, resolved in enumerate(resolve_stages(cfg)):
+        stage = resolved.settings
         train = data.train
         if stage.data is not None:
-            other = open_data(stage.data, image_size=cfg.data.image_size, num_samples=cfg.data.num_samples,
-                              background=cfg.data.background, background_noise=cfg.data.background_noise,
-                              channels=cfg.data.channels, stats=cfg.data.stats, holdout_fraction=0.0,
-                              skip_bad_files=cfg.data.skip_bad_files, seed=cfg.trainer.seed)
+            other = open_configured(cfg.data, source=stage.data, holdout_fraction=0.0, bad_files_log=bad_files_log,
+                                    seed=cfg.trainer.seed)
             if other.channels != data.channels:
                 raise ConfigError(f"Config key 'curriculum[{k}].data' = '{stage.data}' has {other.channels} channel(s), "
                                   f"the run's data has {data.channels}; use the same kind of images in every stage.")
             train = other.train
             log(f"stage {k}: data {other.description}")
         if stage.paired_data is not None:
-            twin = open_data(stage.paired_data, image_size=cfg.data.image_size, channels=cfg.data.channels,
-                             stats=cfg.data.stats, holdout_fraction=0.0, skip_bad_files=False, seed=cfg.trainer.seed)
+            skip = cfg.data.skip_bad_files
+            if skip:
+                # Both sides are read strictly and skip together (PairedDataset), so they stay aligned: a side
+                # that skipped on its own would pair image i with image i + 1.
+                train = open_configured(cfg.data, source=stage.data, skip_bad_files=False,
+                                        holdout_fraction=0.0 if stage.data is not None else None,
+                                        seed=cfg.trainer.seed).train
+            twin = open_configured(cfg.data, source=stage.paired_data, holdout_fraction=0.0, skip_bad_files=False,
+                                   seed=cfg.trainer.seed)
             clean = twin.train
             if isinstance(train, Subset) and len(clean) == len(train.dataset):
                 # The run's data lost its kNN hold-out; the twin (opened whole) loses the same images, so
                 # item i of both is still the same picture.
                 clean = Subset(clean, train.indices)
-            train = PairedDataset(train, clean)
+            train = PairedDataset(train, clean, skip_bad_files=skip, bad_files_log=bad_files_log)
             log(f"stage {k}: paired with {twin.description}")
-        augmentation = build_augmentation(cfg, data.channels, data.mean, data.std, stage)
+        augmentation = build_augmentation(cfg, data.channels, data.mean, data.std, resolved)
         streams.append(AugmentedStream(train, augmentation, seed=cfg.trainer.seed))
     if len(streams) == 1:
         return streams[0]
@@ -184,11 +197,7 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    data: DataSplits = open_data(cfg.data.source, image_size=cfg.data.image_size, num_samples=cfg.data.num_samples,
-                                 background=cfg.data.background, background_noise=cfg.data.background_noise,
-                                 channels=cfg.data.channels, stats=cfg.data.stats,
-                                 holdout_fraction=cfg.data.holdout_fraction, skip_bad_files=cfg.data.skip_bad_files,
-                                 bad_files_log=out / "bad_files.txt", seed=t.seed)
+    data: DataSplits = open_configured(cfg.data, bad_files_log=out / "bad_files.txt", seed=t.seed)
     log(f"data: {data.description}; {data.channels} channel(s)"
         + (f", {data.num_classes} classes" if data.num_classes else ""))
 
@@ -201,7 +210,8 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
         callbacks.append(StepCheckpoint(ckpt_dir, t.checkpoint_every_n_steps))
     callbacks.append(GracefulStop(out))  # SIGTERM / Ctrl-C: checkpoint at the next step, then RunInterrupted
     monitor = None
-    eval_tf = EvalTransform(c.global_size, data.mean, data.std)
+    # The kNN monitor sees the images at the size the run ends at, as the export records and evaluation uses.
+    eval_tf = EvalTransform(final_global_size(cfg), data.mean, data.std)
     if data.queries is not None and data.num_classes:
         bank = data.bank
         if len(bank) > cfg.monitor.max_bank_size:
@@ -217,7 +227,7 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
 
     if cfg.monitor.repr_every_n_steps is not None:
         # DINOv2's embedding holds every global crop (the LiDAR views); the others return one view.
-        views = c.n_global if cfg.method in ("dinov2", "mae") else 1
+        views = method_spec(cfg.method).embedding_views(cfg)
         callbacks.append(RepresentationMonitor(cfg.monitor.repr_every_n_steps, cfg.monitor.repr_samples,
                                                n_views=views))
 
@@ -237,9 +247,10 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
     global_batch = cfg.optim.batch_size * world
     iters_per_epoch = cfg.optim.iters_per_epoch or max(1, len(data.train) // global_batch)
     schedules = build_schedules(cfg, iters_per_epoch, global_batch)
-    stream = build_stream(cfg, data, [start for start, _, _ in schedules.stages], global_batch, log)
+    stream = build_stream(cfg, data, [start for start, _, _ in schedules.stages], global_batch, log,
+                          bad_files_log=out / "bad_files.txt")
     flops_plan = None
-    if cfg.monitor.count_flops and cfg.method == "dinov2":
+    if cfg.monitor.count_flops and method_spec(cfg.method).counts_flops:
         from sslkit.engine.flops import recipe_flops
 
         flops_plan = recipe_flops(cfg, in_chans=data.channels, total_steps=schedules.total_iters)
@@ -254,7 +265,7 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
     module = PretrainModule(method, schedules, dinov2_param_groups(method.student, cfg.optim.layer_decay,
                                                                    cfg.optim.patch_embed_lr_mult),
                             clip_grad=cfg.optim.clip_grad, betas=cfg.optim.betas, run_config=to_dict(cfg),
-                            stage_guidance=[stage.teacher_guidance for stage in stages_of(cfg)], flops_plan=flops_plan)
+                            stage_guidance=[stage.settings.teacher_guidance for stage in resolve_stages(cfg)], flops_plan=flops_plan)
     datamodule = StreamDataModule(stream, collate, cfg.optim.batch_size, max_steps,
                                   num_workers=cfg.data.num_workers, seed=t.seed)
 
@@ -305,7 +316,7 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
                   extra={"method": cfg.method, "steps": trainer.global_step, "data": cfg.data.source,
                          # The resolution the run ended at, which evaluation uses by default; the ViT's
                          # own img_size is the first stage's grid (a low-resolution curriculum starts small).
-                         "image_size": stages_of(cfg)[-1].global_size or cfg.crops.global_size})
+                         "image_size": final_global_size(cfg)})
 
     if monitor is not None:
         result.knn_history = list(monitor.history)
@@ -318,21 +329,19 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
                                                  cfg.monitor.knn_k, cfg.monitor.knn_temperature)
             result.knn["raw_pixels"] = knn_top1(raw_pixels, monitor.bank, monitor.queries, data.num_classes,
                                                 cfg.monitor.knn_k, cfg.monitor.knn_temperature)
-    if monitor is not None and cfg.method == "mae":
-        from sslkit.engine.heldout_reconstruction import heldout_reconstruction_loss
-
-        def reconstruction(mae) -> float:
-            return heldout_reconstruction_loss(mae, monitor.queries, cfg.mae.mask_ratio, cfg.mae.norm_pix_loss,
-                                               seed=t.seed)
-
-        result.reconstruction["pretrained"] = reconstruction(module.method)
-        if cfg.monitor.baselines:
+    if monitor is not None:
+        # The method's own objective on the held-out images (MAE: its masked-patch loss), for the trained
+        # method and, with the baselines, for the same method at random init.
+        for name, value in module.method.heldout_metrics(monitor.queries, seed=t.seed).items():
+            result.heldout[name] = {"pretrained": value}
+        if result.heldout and cfg.monitor.baselines:
             torch.manual_seed(t.seed)
-            result.reconstruction["random_init"] = reconstruction(build_method(cfg, data.channels))
+            for name, value in build_method(cfg, data.channels).heldout_metrics(monitor.queries, seed=t.seed).items():
+                result.heldout[name]["random_init"] = value
     report = {"run_dir": str(out), "steps": result.steps, "final_loss": result.final_loss,
               "knn_top1": result.knn, "knn_k": cfg.monitor.knn_k,
-              # MAE only: its masked-patch loss on the held-out images (eval/reconstruction.py).
-              **({"heldout_reconstruction_loss": result.reconstruction} if result.reconstruction else {}), "knn_pooling": cfg.monitor.knn_pooling,
+              # The method's own held-out objective, if it has one (MAE: heldout_reconstruction_loss).
+              **result.heldout, "knn_pooling": cfg.monitor.knn_pooling,
               "flops": None if flops_plan is None else {"total_planned": flops_plan["total"],
                                                         "ratio_to_full_resolution": flops_plan["ratio_to_full_resolution"]}, "knn_history": result.knn_history,
               "data": data.description}

@@ -28,8 +28,6 @@ from torch import nn
 
 from sslkit.config import ConfigError, TrainerConfig
 from sslkit.engine.callbacks import KNNMonitor, knn_pooled, knn_top1
-from sslkit.nn.heads import DINOHead, ProjectionMLP
-from sslkit.nn.mae_decoder import MAEDecoder
 from sslkit.nn.vit import ViT
 
 __all__ = ["FSDP_SHARDING", "GatheredKNNMonitor", "SSLFSDPStrategy", "build_strategy", "check_accelerator", "clip_grad_norm_",
@@ -62,7 +60,11 @@ def _wrap_policy() -> set[type[nn.Module]]:
 
     from sslkit.nn.timm_backbone import TimmBackbone
 
-    return {Block, ViT, TimmBackbone, DINOHead, ProjectionMLP, MAEDecoder}
+    from sslkit.methods.registry import registered_methods
+
+    # Every method declares its heads (MethodSpec.wrap_units), so a new head cannot be forgotten here.
+    heads = {unit for spec in registered_methods().values() for unit in spec.wrap_units}
+    return {Block, ViT, TimmBackbone, *heads}
 
 
 def _route_through_fsdp(wrapper: nn.Module, name: str) -> None:

@@ -57,22 +57,28 @@ def open_eval_data(data: str, image_size: Optional[int] = None, options: Optiona
     """
     from sslkit import __version__
     from sslkit.data.builtin import BUILTIN_DATASETS
-    from sslkit.data.sources import open_data
+    from sslkit.data.data_config import DataConfig
+    from sslkit.data.sources import open_configured
 
     options = dict(options or {})
     builtin = data in BUILTIN_DATASETS
     # Default input side: the built-in sets' native 32 px; DINOv2's 224 px centre crop for image folders.
     size = int(image_size or options.pop("image_size", None) or (32 if builtin else 224))
     options.pop("image_size", None)
-    allowed = {"num_samples", "background", "background_noise", "channels", "stats", "holdout_fraction", "seed"}
+    allowed = {"num_samples", "background", "background_noise", "channels", "stats", "holdout_fraction", "seed",
+               "skip_bad_files", "bad_files_log"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"Unknown data option(s) {unknown}; allowed: {sorted(allowed)}.")
-    splits = open_data(data, image_size=size, **options)
+    section = DataConfig(source=data, image_size=size,
+                         **{k: v for k, v in options.items() if k not in ("seed", "bad_files_log")})
+    splits = open_configured(section, bad_files_log=options.get("bad_files_log"), seed=options.get("seed", 0))
+    # Where skipped files are listed does not change the features: not part of the fingerprint.
+    fingerprinted = {k: v for k, v in options.items() if k != "bad_files_log"}
     named = {"train": splits.bank if splits.bank is not None else splits.train}
     if splits.queries is not None:
         named["test"] = splits.queries
-    digest = hashlib.sha256(json.dumps({"source": data, "size": size, "options": options}, sort_keys=True,
+    digest = hashlib.sha256(json.dumps({"source": data, "size": size, "options": fingerprinted}, sort_keys=True,
                                        default=str).encode())
     if builtin:
         digest.update(f"sslkit{__version__}".encode())  # rendered by code: a new version may draw differently

@@ -1,10 +1,10 @@
-"""MAE's own objective on held-out images, as the evaluation API names it.
+"""MAE's own objective on held-out images (``report.json`` key ``heldout_reconstruction_loss``).
 
-The function lives in :mod:`sslkit.engine.heldout_reconstruction`: ``pretrain`` reports it at the end of a
-run, and an engine module may not import ``sslkit.eval`` (``docs/architecture.md``). This module keeps
-``sslkit.eval.reconstruction`` working with the same name.
+The function lives with the method (:mod:`sslkit.methods.mae`); this module keeps its public name.
 """
 
-from sslkit.engine.heldout_reconstruction import heldout_reconstruction_loss
+from __future__ import annotations
+
+from sslkit.methods.mae import heldout_reconstruction_loss
 
 __all__ = ["heldout_reconstruction_loss"]

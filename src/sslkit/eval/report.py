@@ -23,6 +23,8 @@ import html
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ import torch
 
 from sslkit.config import ConfigError
 from sslkit.data.errors import DataError
+from sslkit.data.folder import read_bad_files
 from sslkit.eval.fewshot import FewShotConfig, fewshot_protocol
 from sslkit.eval.knn import KNNConfig, knn_protocol
 from sslkit.eval.linear import LinearProbeConfig, linear_probe, stratified_split
@@ -229,7 +232,13 @@ def evaluate(models: Sequence[Any], data: Optional[str], settings: Optional[Eval
     opened: Optional[EvalData] = None
     if data is None and not all_files:
         raise ConfigError("Pass --data: only features files can be evaluated without a dataset.")
+    bad_files_log = None
     if data is not None and not all_files:
+        if settings.data_options.get("skip_bad_files"):
+            # Skipped images are listed in report.json; the log lives beside the process until then.
+            bad_files_log = Path(tempfile.mkdtemp(prefix="sslkit-evaluate-")) / "bad_files.txt"
+            settings = dataclasses.replace(settings, data_options={**settings.data_options,
+                                                                   "bad_files_log": str(bad_files_log)})
         opened = open_eval_data(data, settings.image_size, settings.data_options)
         supervised = [p for p in settings.protocols if p in SUPERVISED]
         if supervised and opened.num_classes is None:
@@ -264,7 +273,9 @@ def evaluate(models: Sequence[Any], data: Optional[str], settings: Optional[Eval
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "data": _data_summary(opened, data),
         "protocols": list(settings.protocols),
-        "settings": settings.to_dict(),
+        # Where skipped files were logged is not a setting of the evaluation (a temporary path).
+        "settings": dataclasses.replace(settings, data_options={k: v for k, v in settings.data_options.items()
+                                                                if k != "bad_files_log"}).to_dict(),
         "models": [],
     }
     holders = []
@@ -295,6 +306,12 @@ def evaluate(models: Sequence[Any], data: Optional[str], settings: Optional[Eval
         for e in report["models"]:
             e["results"]["robustness"].update(corruption_errors(e["results"]["robustness"], reference),
                                               reference=report["models"][ref]["name"])
+    if bad_files_log is not None:
+        report["bad_files"] = read_bad_files(bad_files_log)
+        if report["bad_files"]:
+            log(f"skipped {len(report['bad_files'])} unreadable image(s), listed in report.json 'bad_files' "
+                f"(first: {report['bad_files'][0]})")
+        shutil.rmtree(bad_files_log.parent, ignore_errors=True)
     report["table"] = summary_table(report)
     report["seconds"] = time.perf_counter() - started
     return report
@@ -306,7 +323,7 @@ def _data_summary(opened: Optional[EvalData], data: Optional[str]) -> dict:
     return {"source": opened.source, "splits": {k: len(v) for k, v in opened.splits.items()},
             "channels": opened.channels, "num_classes": opened.num_classes, "class_names": opened.class_names,
             "image_size": opened.image_size, "mean": list(opened.mean), "std": list(opened.std),
-            "options": opened.options,
+            "options": {k: v for k, v in opened.options.items() if k != "bad_files_log"},
             "split_rule": "built-in fixed train/test split" if opened.builtin
             else "labelled folder: seeded 90/10 hold-out (seed 0) as in sslkit pretrain; unlabelled: all images"}
 

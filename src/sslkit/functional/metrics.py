@@ -340,6 +340,10 @@ def _rank_columns(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(rankdata(x.numpy(), axis=0)).double()
 
 
+# What each correlation of ``mcc`` correlates: Pearson the values, Spearman their ranks.
+_CORRELATION_INPUTS = {"pearson": lambda x: x, "spearman": lambda x: _rank_columns(x)}
+
+
 def mcc(z_hat: torch.Tensor, z: torch.Tensor, method: str = "pearson") -> float:
     """Mean correlation coefficient between learned and true latent dimensions.
 
@@ -349,12 +353,11 @@ def mcc(z_hat: torch.Tensor, z: torch.Tensor, method: str = "pearson") -> float:
     """
     from scipy.optimize import linear_sum_assignment
 
-    if method not in ("pearson", "spearman"):
+    if method not in _CORRELATION_INPUTS:
         raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}.")
     z_hat, z = _as_matrix(z_hat, "z_hat", 2), _as_matrix(z, "z", 2)
     _same_rows(z_hat, z)
-    if method == "spearman":
-        z_hat, z = _rank_columns(z_hat), _rank_columns(z)
+    z_hat, z = _CORRELATION_INPUTS[method](z_hat), _CORRELATION_INPUTS[method](z)
     a = z_hat - z_hat.mean(0, keepdim=True)
     b = z - z.mean(0, keepdim=True)
     a_norm, b_norm = a.norm(dim=0), b.norm(dim=0)

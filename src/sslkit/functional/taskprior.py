@@ -401,21 +401,25 @@ def median_pairwise_distance(features: Tensor, method: str = "exact", *, block_s
 
     features: (n, d). Returns a Python float.
     """
-    dist = PairwiseDistances(features, dtype)
-    n = dist.n
-    if method == "sampled":
-        g = torch.Generator().manual_seed(seed)
-        values = []
-        for start in range(0, num_pairs, 1 << 16):
-            m = min(1 << 16, num_pairs - start)
-            i = torch.randint(0, n, (m,), generator=g)
-            j = torch.randint(0, n, (m,), generator=g)
-            values.append(dist.pairs(i, j))
-        values = torch.cat(values)
-        return float(values.kthvalue((values.numel() - 1) // 2 + 1).values)
-    if method != "exact":
+    if method not in ("exact", "sampled"):
         raise ValueError(f"median method must be 'exact' or 'sampled', got {method!r}.")
+    dist = PairwiseDistances(features, dtype)
+    if method != "exact":
+        return _sampled_median(dist, num_pairs, seed)
     return _exact_median(dist, block_size, bins, max_candidates, progress)
+
+
+def _sampled_median(dist: PairwiseDistances, num_pairs: int, seed: int) -> float:
+    """Lower median of ``num_pairs`` ordered pairs drawn uniformly with replacement (``method="sampled"``)."""
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for start in range(0, num_pairs, 1 << 16):
+        m = min(1 << 16, num_pairs - start)
+        i = torch.randint(0, dist.n, (m,), generator=g)
+        j = torch.randint(0, dist.n, (m,), generator=g)
+        values.append(dist.pairs(i, j))
+    values = torch.cat(values)
+    return float(values.kthvalue((values.numel() - 1) // 2 + 1).values)
 
 
 def _bin_index(values: Tensor, lo: float, inv_width: float, bins: int) -> Tensor:

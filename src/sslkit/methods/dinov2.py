@@ -11,6 +11,7 @@ every token that needs them, and the patch head sees only the masked tokens, nev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -19,10 +20,41 @@ from sslkit.functional.dino import dino_loss, softmax_center_teacher, update_cen
 from sslkit.functional.ibot import ibot_patch_loss, mask_token_weights
 from sslkit.functional.koleo import koleo_loss
 from sslkit.functional.sinkhorn import sinkhorn_knopp
-from sslkit.methods.base import SSLMethod
+from sslkit.data.collate import MultiCropCollate
+from sslkit.methods.base import SSLMethod, batchnorm_train, patch_unit
+from sslkit.methods.registry import MethodSpec, register
+from sslkit.nn.bounds import MAX_HEAD_WIDTH
 from sslkit.nn.ema import ema_update_, make_teacher
 from sslkit.nn.heads import DINOHead
+from sslkit.nn.timm_backbone import is_pooled_arch
 from sslkit.nn.vit import ViT
+
+
+@dataclass
+class DINOv2Config:
+    """Recipe section ``dinov2:``: heads and losses (spec dinov2.md steps 2-5). A loss weight of 0 switches
+    its term off without computing it: ``ibot_weight: 0`` is DINO (+ KoLeo), ``dino_weight: 0`` iBOT."""
+
+    head_out_dim: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_layers: int = 3
+    head_use_bn: bool = False  # BatchNorm in the head MLP (the reference head's `use_bn` option)
+    separate_ibot_head: bool = False
+    centering: Literal["softmax", "sinkhorn"] = "softmax"
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: float = 30
+    center_momentum: float = 0.9
+    dino_weight: float = 1.0
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    mask_probability: float = 0.5
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    # Teacher guidance: T*'s crops go through the current EMA teacher's heads (the reference's
+    # behaviour, default) or, with true, through T*'s own frozen heads.
+    guide_frozen_head: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +188,9 @@ class DINOv2(SSLMethod):
 
     def forward(self, batch: dict, teacher_temp: float) -> dict:
         cfg = self.cfg
+        # A `use_bn` head's teacher normalises with batch statistics while training (see `train`); set here too,
+        # because Lightning restores each submodule's training flag as captured before fitting.
+        batchnorm_train(self.teacher, self.training)
         global_crops = batch["global_crops"]
         local_crops = batch.get("local_crops")
         masks = batch["masks"]
@@ -168,7 +203,10 @@ class DINOv2(SSLMethod):
         g = backbone.forward_features(global_crops, masks=masks)
         g_cls = g["cls"]
         s_masked_patch = g["patch"].flatten(0, 1)[mask_flat] if "patch" in g else g_cls[:0]
-        has_local = local_crops is not None and local_crops.shape[0] > 0
+        # A zero weight switches a term off without computing it: no local crop goes through the backbone
+        # for DINO-only's counterpart iBOT-only, and no KoLeo distance matrix is built at koleo_weight 0.
+        use_dino = cfg.dino_weight > 0
+        has_local = use_dino and local_crops is not None and local_crops.shape[0] > 0
         l_cls = backbone.forward_features(local_crops)["cls"] if has_local else g_cls[:0]
 
         n_g_cls, n_l_cls = g_cls.shape[0], l_cls.shape[0]
@@ -183,16 +221,17 @@ class DINOv2(SSLMethod):
             s_global_logits, s_local_logits, s_patch_logits = logits.split(
                 [n_g_cls, n_l_cls, s_masked_patch.shape[0]])
 
-        loss_dino = dino_loss(s_global_logits, s_local_logits if has_local else None, cls_probs,
-                              n_global=cfg.n_global, student_temp=cfg.student_temp)
-        if s_patch_logits.shape[0] > 0:
+        zero = g_cls.sum() * 0.0
+        loss_dino = (dino_loss(s_global_logits, s_local_logits if has_local else None, cls_probs,
+                               n_global=cfg.n_global, student_temp=cfg.student_temp) if use_dino else zero)
+        if s_patch_logits.shape[0] > 0 and cfg.ibot_weight > 0:
             weights = mask_token_weights(masks)
             loss_ibot = ibot_patch_loss(s_patch_logits, patch_probs, weights, n_global_total,
                                         student_temp=cfg.student_temp)
         else:
             loss_ibot = s_patch_logits.sum() * 0.0  # no masked crop in this batch
         # KoLeo per global chunk of B rows, on the final-norm CLS before the head (spec step 5).
-        loss_koleo = sum(koleo_loss(chunk) for chunk in g_cls.chunk(cfg.n_global))
+        loss_koleo = sum(koleo_loss(chunk) for chunk in g_cls.chunk(cfg.n_global)) if cfg.koleo_weight > 0 else zero
 
         loss = cfg.dino_weight * loss_dino + cfg.ibot_weight * loss_ibot + cfg.koleo_weight * loss_koleo
         guided = {}
@@ -201,10 +240,10 @@ class DINOv2(SSLMethod):
                 raise ValueError("Teacher guidance needs the denoised twins of the global crops "
                                  "(batch['clean_global_crops']); give the stage a paired_data source.")
             g_cls, g_patch = self._teacher_targets(batch["clean_global_crops"], mask_flat, teacher_temp, guide=True)
-            guide_dino = dino_loss(s_global_logits, s_local_logits if has_local else None, g_cls,
-                                   n_global=cfg.n_global, student_temp=cfg.student_temp)
+            guide_dino = (dino_loss(s_global_logits, s_local_logits if has_local else None, g_cls,
+                                    n_global=cfg.n_global, student_temp=cfg.student_temp) if use_dino else zero)
             guide_ibot = (ibot_patch_loss(s_patch_logits, g_patch, weights, n_global_total, student_temp=cfg.student_temp)
-                          if s_patch_logits.shape[0] > 0 else s_patch_logits.sum() * 0.0)
+                          if s_patch_logits.shape[0] > 0 and cfg.ibot_weight > 0 else s_patch_logits.sum() * 0.0)
             # KoLeo appears only in the first part (spec step 5).
             loss = loss + self.guidance_weight * (guide_dino + guide_ibot)
             guided = {"guide_dino_loss": guide_dino.detach(), "guide_ibot_loss": guide_ibot.detach()}
@@ -225,3 +264,80 @@ class DINOv2(SSLMethod):
             **guided,
             "embedding": g_cls.detach(),
         }
+
+
+# ------------------------------------------------------------------------------------------------
+# Setup: how the engine builds, feeds and checks DINOv2 (sslkit.methods.registry).
+
+
+def _uses_ibot(d: DINOv2Config) -> bool:
+    return d.ibot_weight > 0 and d.mask_probability > 0
+
+
+def build(cfg, backbone: ViT, in_chans: int) -> DINOv2:
+    d, width = cfg.dinov2, backbone.embed_dim
+
+    def head() -> DINOHead:
+        return DINOHead(width, d.head_out_dim, hidden_dim=d.head_hidden_dim, bottleneck_dim=d.head_bottleneck_dim,
+                        nlayers=d.head_layers, use_bn=d.head_use_bn)
+
+    loss_cfg = DINOv2LossConfig(n_global=cfg.crops.n_global, n_local=cfg.crops.n_local, centering=d.centering,
+                                student_temp=d.student_temp, center_momentum=d.center_momentum,
+                                dino_weight=d.dino_weight, ibot_weight=d.ibot_weight, koleo_weight=d.koleo_weight)
+    guided = any(stage.teacher_guidance > 0 for stage in cfg.curriculum)
+    method = DINOv2(backbone, head(), loss_cfg, ibot_head=head() if d.separate_ibot_head else None,
+                    teacher_guidance=guided, frozen_head=d.guide_frozen_head)
+    method.feeds_masked_crops = _uses_ibot(d)
+    return method
+
+
+def collate(cfg) -> MultiCropCollate:
+    """iBOT's block masks on the global crops (none when iBOT is off, or on a CNN's 1-pixel grid)."""
+    d = cfg.dinov2
+    return MultiCropCollate(patch_unit(cfg), mask_probability=d.mask_probability if d.ibot_weight > 0 else 0.0,
+                            mask_ratio=d.mask_ratio, seed=cfg.trainer.seed)
+
+
+def check(cfg, need) -> None:
+    c, d = cfg.crops, cfg.dinov2
+    need(d.dino_weight > 0 or d.ibot_weight > 0 or d.koleo_weight > 0,
+         "Config keys 'dinov2.dino_weight', 'dinov2.ibot_weight' and 'dinov2.koleo_weight' are all 0: nothing "
+         "would be trained; set at least one above 0.")
+    if d.dino_weight > 0:
+        need(c.n_global * (c.n_global - 1) + c.n_global * c.n_local > 0,
+             "Config keys 'crops.n_global'/'crops.n_local' leave no DINO pair; use n_global >= 2 or n_local >= 1.")
+    if d.ibot_weight > 0 and d.dino_weight == 0:
+        need(d.mask_probability > 0, f"iBOT-only (dinov2.dino_weight=0) needs masked crops: set "
+                                     f"dinov2.mask_probability above 0, got {d.mask_probability}.")
+    lo, hi = d.mask_ratio
+    need(0 < lo <= hi <= 1, f"Config key 'dinov2.mask_ratio' = [{lo}, {hi}] must satisfy 0 < low <= high <= 1.")
+
+
+def patch_token_problem(cfg) -> str | None:
+    d, arch = cfg.dinov2, cfg.model.arch
+    if not is_pooled_arch(arch) or not _uses_ibot(d):
+        return None
+    return (f"model.arch={arch} has no patch tokens for iBOT to mask: set dinov2.mask_probability=0 "
+            f"(DINO + KoLeo without iBOT, as DINO on a ResNet), got {d.mask_probability}.")
+
+
+def teacher_schedules(cfg) -> dict:
+    d = cfg.dinov2
+    return {"teacher_temp_start": d.warmup_teacher_temp, "teacher_temp_end": d.teacher_temp,
+            "teacher_temp_warmup_epochs": d.warmup_teacher_temp_epochs,
+            "freeze_last_layer_epochs": cfg.optim.freeze_last_layer_epochs}
+
+
+SPEC = register(MethodSpec(
+    name="dinov2", config=DINOv2Config, build=build, collate=collate, check=check,
+    ranges={"head_out_dim": f"[2, {MAX_HEAD_WIDTH}]", "head_hidden_dim": f"[1, {MAX_HEAD_WIDTH}]",
+            "head_bottleneck_dim": f"[1, {MAX_HEAD_WIDTH}]", "head_layers": "[1, 16]",
+            "student_temp": "(0, 10]", "teacher_temp": "(0, 10]", "warmup_teacher_temp": "(0, 10]",
+            "warmup_teacher_temp_epochs": "[0, 1000000]", "center_momentum": "[0, 1]",
+            "dino_weight": "[0, 1000]", "ibot_weight": "[0, 1000]", "koleo_weight": "[0, 1000]",
+            "mask_probability": "[0, 1]", "mask_ratio": "(0, 1]"},
+    patch_token_problem=patch_token_problem,
+    embedding_views=lambda cfg: cfg.crops.n_global,  # the student CLS of every global crop (LiDAR's views)
+    teacher_schedules=teacher_schedules, teacher_guidance=True, counts_flops=True,
+    wrap_units=(DINOHead,), evaluated="EMA teacher",
+))

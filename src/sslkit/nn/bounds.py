@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_EMBED_DIM", "MAX_IMAGE_SIZE", "MAX_IN_CHANS", "MAX_MLP_RATIO", "MAX_PATCH", "MAX_REGISTERS",
+__all__ = ["MAX_DEPTH", "MAX_EMBED_DIM", "MAX_HEAD_WIDTH", "MAX_IMAGE_SIZE", "MAX_IN_CHANS", "MAX_MLP_RATIO", "MAX_PATCH", "MAX_REGISTERS",
            "is_finite", "is_int", "is_real", "vit_shape_problem"]
 
 # Upper bounds that no real network reaches (a ViT-g is 1536 wide and 40 deep).
 MAX_EMBED_DIM, MAX_DEPTH, MAX_PATCH, MAX_REGISTERS = 16384, 256, 1024, 256
 MAX_IMAGE_SIZE, MAX_IN_CHANS, MAX_MLP_RATIO = 8192, 64, 64.0
+MAX_HEAD_WIDTH = 2 ** 20  # head/projector widths: far above any real one (DINOv2's K is 65 536 = 2**16)
 
 
 def is_int(value: Any) -> bool:
