@@ -36,6 +36,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from sslkit.finite_loss import require_finite
 from sslkit.atomic_files import save_safetensors_with_json, write_folder_atomic, write_json_atomic
 from sslkit.data.errors import DataError
 from sslkit.data.noise import DENOISE_JSON, copy_relative_paths, psnr, quantize, write_image_file
@@ -177,8 +178,7 @@ def train_denoiser(dataset, config: DenoiserTrainConfig | None = None, progress:
                     full = model(noisy)
                 loss, rec, reg = neighbor2neighbor_loss(model(sub1), sub2, neighbor_subsample(full, pairs[..., 0]),
                                                         neighbor_subsample(full, pairs[..., 1]), gamma)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"Denoiser loss became {loss.item()} at epoch {epoch}; lower --lr.")
+                require_finite(loss, "denoiser", f"epoch {epoch}", "lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

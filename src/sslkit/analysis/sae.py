@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from sslkit.finite_loss import require_finite
 from sslkit.figures import pyplot, save_figure
 from sslkit.functional.power_diagram import region_ids
 from sslkit.functional.sae_decoder import (
@@ -250,9 +251,7 @@ def encoder_pass(model: SparseAutoencoder, x: torch.Tensor, optimizer: torch.opt
 
 
 def _check_finite(value: float, epoch: int, trainer: str) -> None:
-    if not math.isfinite(value):
-        raise FloatingPointError(f"SAE training ({trainer}) produced a non-finite loss at epoch {epoch}; "
-                                 f"lower the learning rate or standardise the activations.")
+    require_finite(value, f"SAE ({trainer})", f"epoch {epoch}", "lower the learning rate or standardise the activations")
 
 
 def _epoch_record(model, epoch, x_train, x_test, started, batch_loss) -> dict:

@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sslkit.finite_loss import require_finite
 from sslkit.analysis.ssti import accuracy, balanced_accuracy, per_class_accuracy, prediction_counts
 from sslkit.data.errors import DataError
 from sslkit.llm.lora import add_lora, cosine_warmup_lambda
@@ -165,8 +165,7 @@ def vision_ssti_audit(backbone: nn.Module | Callable[[], nn.Module], train_image
     for step in range(s.steps):
         idx = torch.randint(0, len(xtr), (s.batch_size,), generator=generator)
         loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"The vision LoRA loss became {float(loss)} at step {step}; lower lr ({s.lr}).")
+        require_finite(loss, "vision LoRA", f"step {step}", f"lower lr ({s.lr})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslkit.finite_loss import require_finite
 from sslkit.config import ConfigError
 from sslkit.functional.contrastive import nt_xent_loss
 from sslkit.functional.vicreg import vicreg_loss
@@ -286,9 +287,7 @@ def train_encoder(world: SyntheticMixing, config: Optional[EncoderTrainingConfig
             loss = nt_xent_loss(h1, h2, temperature=config.temperature, gather=False)
         else:
             loss = vicreg_loss(h1, h2, gather=False)["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"train_encoder: the {config.method} loss became {float(loss)} at step "
-                                     f"{len(losses)}; lower lr (now {config.lr}).")
+        require_finite(loss, f"train_encoder {config.method}", f"step {len(losses)}", f"lower lr (now {config.lr})")
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

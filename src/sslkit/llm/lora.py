@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sslkit.finite_loss import require_finite
 from sslkit.config import ConfigError
 
 __all__ = ["DEFAULT_LORA_TARGETS", "FALLBACK_LORA_TARGETS", "LoraTargetError", "LoraSettings",
@@ -364,9 +365,8 @@ def finetune_lora_classifier(model_spec: Any, train_texts: Sequence[str], train_
                 loss = nn.functional.cross_entropy(model(**batch), y) / settings.grad_accum
                 loss.backward()
                 total += float(loss.detach())
-            if not math.isfinite(total):
-                raise ConfigError(f"The LoRA fine-tuning loss became {total} at step {step}; "
-                                  f"lower the learning rate (now {settings.lr}).")
+            require_finite(total, "LoRA fine-tuning", f"step {step}", f"lower the learning rate (now {settings.lr})",
+                           error=ConfigError)
             if settings.grad_clip:
                 torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()

@@ -7,7 +7,6 @@ and :func:`~sslkit.functional.jacobian.centroid_summary`, the same functions the
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -15,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from sslkit.finite_loss import require_finite
 from sslkit.analysis.grok.config import GrokConfig
 from sslkit.analysis.grok.tasks import GrokTask
 from sslkit.functional.jacobian import centroid_summary, grokalign_objective, jacobian_norm_estimate
@@ -117,9 +117,7 @@ def train_grok(task: GrokTask, cfg: GrokConfig, seed: int,
         optimizer.step()
         step += 1
         train_time += time.perf_counter() - t0
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"The {task.name} training loss became {float(loss)} at step {step} "
-                                     f"(reg {cfg.reg}); lower --lr or --lam.")
+        require_finite(loss, f"{task.name} training", f"step {step} (reg {cfg.reg})", "lower --lr or --lam")
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             row = record(step)
             if hit is None and row["test_acc"] >= cfg.threshold:
