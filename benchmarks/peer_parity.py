@@ -259,6 +259,18 @@ def check_finite(loss: torch.Tensor, side: str, step: int) -> None:
 # ----------------------------------------------------------------------------------- sslkit side
 
 
+def optimiser_step(optimizer, loss: torch.Tensor, side: str, step: int, losses: list[float],
+                   clip_params=None, clip: float = 0.0) -> None:
+    """One peer-side update: the finite check, backward, optional gradient clipping, step; the loss is logged."""
+    check_finite(loss, side, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_params is not None:
+        torch.nn.utils.clip_grad_norm_(clip_params, clip)
+    optimizer.step()
+    losses.append(float(loss.detach()))
+
+
 def train_sslkit(cfg, schedules, data, loader) -> tuple[nn.Module, list[float]]:
     """The engine's training step (engine/module.py ``training_step``) without Lightning's logging."""
     seed_all(cfg.trainer.seed)
@@ -413,14 +425,9 @@ def train_lightly(cfg, iters_per_epoch: int, steps: int, data, loader) -> tuple[
                                        teacher_temp=tau)
             loss_koleo = sum(koleo_criterion(chunk) for chunk in s_g["cls"].chunk(n_global))
             loss = loss_dino + loss_ibot + s["koleo_weight"] * loss_koleo
-            check_finite(loss, "lightly", step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
-            optimizer.step()
+            optimiser_step(optimizer, loss, "lightly", step, losses, params, cfg.optim.clip_grad)
             update_momentum(backbone, teacher_backbone, m=values["momentum"])
             update_momentum(head, teacher_head, m=values["momentum"])
-            losses.append(float(loss.detach()))
         return teacher_backbone, losses
 
     if method in ("simclr", "vicreg"):
@@ -441,12 +448,7 @@ def train_lightly(cfg, iters_per_epoch: int, steps: int, data, loader) -> tuple[
             apply_lightly_values(optimizer, schedules.at(step))
             x0, x1 = batch["global_crops"].chunk(2)
             z0, z1 = head(backbone(x0)), head(backbone(x1))  # one call per view, as lightly's examples
-            loss = criterion(z0, z1)
-            check_finite(loss, "lightly", step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            optimiser_step(optimizer, criterion(z0, z1), "lightly", step, losses)
         return backbone, losses
 
     # MAE
@@ -482,12 +484,7 @@ def train_lightly(cfg, iters_per_epoch: int, steps: int, data, loader) -> tuple[
         x_decoded = decoder(x_masked, idx_mask=idx_mask)
         pred = prediction_head(utils.get_at_index(x_decoded, idx_mask))
         target = utils.get_at_index(utils.patchify(images, patch), idx_mask - 1)
-        loss = criterion(pred, target)
-        check_finite(loss, "lightly", step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        optimiser_step(optimizer, criterion(pred, target), "lightly", step, losses)
     return backbone, losses
 
 
@@ -545,13 +542,7 @@ def train_sp(cfg, schedules, data, loader, settings: dict | None = None) -> tupl
         return torch.optim.AdamW(groups, lr=0.0, betas=tuple(o.betas), foreach=True)
 
     def step_update(optimizer, loss, step, clip_params=None):
-        check_finite(loss, "sp", step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_params is not None:
-            torch.nn.utils.clip_grad_norm_(clip_params, o.clip_grad)
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        optimiser_step(optimizer, loss, "sp", step, losses, clip_params, o.clip_grad)
 
     if method in ("simclr", "vicreg"):
         with _ProbeShim(backbone):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sslkit.commands.run_dir import check_output_free, output_dir, write_results
+from sslkit.commands.feature_options import add_feature_arguments
+from sslkit.commands.run_dir import add_output_arguments, report_on_models
 
 NAME = "align"
 
@@ -49,14 +49,10 @@ def add_parser(verbs) -> None:
                    help="at most this many rows (seeded subset) for the matrices (default 2000)")
     p.add_argument("--no-null", action="store_true", help="skip the shuffled-rows permutation null")
     p.add_argument("--ridge", type=float, default=1e-6, help="ridge of the linear R² fit (default 1e-6, the spec's)")
-    p.add_argument("--out", help="output directory (default runs/align-<data>-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    add_output_arguments(p, "runs/align-<data>-<time>")
     p.add_argument("--image-size", type=int, help="input side (default: the model's training size, else 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset, the null's permutation and the R² split")
-    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
-    p.add_argument("--cache-dir", help="feature cache (default $SSLKIT_CACHE_DIR or ~/.cache/sslkit/features)")
-    p.add_argument("--no-cache", action="store_true", help="always recompute features")
+    add_feature_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -115,18 +111,12 @@ def print_tables(console, report: dict) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
-
     from sslkit.analysis.align import align, write_align_report
 
-    console = Console()
     settings = settings_from_args(args)
-    out = output_dir(args.out, "align", Path(args.data).name if args.data else "features")
-    check_output_free(out, args.overwrite)  # before the work, not after it
-    console.print(f"[bold]sslkit align[/bold] {len(args.models)} model(s) on {args.data or 'features files'}"
-                  f"/{args.split} → {out}")
-    report = align(args.models, args.data, settings, progress=True, log=console.print)
-    paths = write_results(out, lambda folder: write_align_report(report, folder), args.overwrite)
+    console, report, paths = report_on_models(
+        args, "align", f"/{args.split}",
+        lambda log: align(args.models, args.data, settings, progress=True, log=log), write_align_report)
     print_tables(console, report)
     pngs = [p.name for key, p in paths.items() if key != "json"]
     console.print(f"report: {paths['json']}" + (f" and {', '.join(pngs)}" if pngs else ""))

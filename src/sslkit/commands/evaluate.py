@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sslkit.commands.run_dir import check_output_free, output_dir, write_results
+from sslkit.commands.feature_options import add_feature_arguments
+from sslkit.commands.run_dir import add_output_arguments, report_on_models
 
 NAME = "evaluate"
 
@@ -64,8 +64,7 @@ def add_parser(verbs) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="run directory, timm:NAME[@weights], or features file")
     p.add_argument("--data", help="'shapes', 'digits', an image folder or a .csv/.txt path list")
     p.add_argument("--protocols", default="knn,linear,rankme", help="comma-separated protocols (see below)")
-    p.add_argument("--out", help="output directory (default runs/evaluate-<data>-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    add_output_arguments(p, "runs/evaluate-<data>-<time>")
     p.add_argument("--pooling", default="cls", choices=[x for x in POOLINGS if x != "patch"],
                    help="features for the image-level protocols (default cls; 'cls+mean' = DINOv2 linear eval)")
     p.add_argument("--n-last-blocks", type=int, default=1, help="ViTs: concatenate the CLS of the last n blocks")
@@ -96,10 +95,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--reference", help="reference model of mCE: one of MODEL as given, or its 0-based index "
                                        "(default the first)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split, episodes and heads")
-    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
-    p.add_argument("--cache-dir", help="feature cache (default $SSLKIT_CACHE_DIR or ~/.cache/sslkit/features)")
-    p.add_argument("--no-cache", action="store_true", help="always recompute features")
+    add_feature_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -168,18 +164,12 @@ def print_table(console, report: dict) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
-
     from sslkit.eval.report import evaluate, write_report
 
-    console = Console()
     settings = settings_from_args(args)
-    out = output_dir(args.out, "evaluate", Path(args.data).name if args.data else "features")
-    check_output_free(out, args.overwrite)  # before the work, not after it
-    console.print(f"[bold]sslkit evaluate[/bold] {len(args.models)} model(s) on {args.data or 'features files'} "
-                  f"({', '.join(settings.protocols)}) → {out}")
-    report = evaluate(args.models, args.data, settings, progress=True, log=console.print)
-    paths = write_results(out, lambda folder: write_report(report, folder), args.overwrite)
+    console, report, paths = report_on_models(
+        args, "evaluate", f" ({', '.join(settings.protocols)})",
+        lambda log: evaluate(args.models, args.data, settings, progress=True, log=log), write_report)
     print_table(console, report)
     console.print(f"report: {paths['html']} and {paths['json']}")
     return 0

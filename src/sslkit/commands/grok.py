@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from sslkit.commands.run_dir import check_output_free, output_dir, write_results
+from sslkit.commands.run_dir import add_output_arguments, check_output_free, output_dir, write_results
 
 NAME = "grok"
 
@@ -48,8 +48,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--prime", type=int, default=31, help="modadd: the modulus p (default 31)")
     p.add_argument("--depth", type=int, default=2,
                    help="digits: hidden layers of the MLP (default 2; the spec's MNIST-1k net has 3)")
-    p.add_argument("--out", help="output directory (default runs/grok-<setup>-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    add_output_arguments(p, "runs/grok-<setup>-<time>")
     p.set_defaults(run=run)
 
 

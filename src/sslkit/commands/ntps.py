@@ -8,7 +8,7 @@ import math
 import time
 from pathlib import Path
 from sslkit.atomic_files import write_json_atomic, write_text_atomic
-from sslkit.commands.run_dir import check_output_free, output_dir, write_results
+from sslkit.commands.run_dir import add_output_arguments, check_output_free, output_dir, write_results
 from sslkit.json_values import json_ready
 
 NAME = "ntps"
@@ -47,8 +47,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--lora", action="store_true", help="also LoRA-fine-tune a classifier and report its accuracy gain")
     p.add_argument("--lora-steps", type=int, default=100, help="LoRA optimiser steps (default 100)")
     p.add_argument("--allow-network", action="store_true", help="allow --model to be a hub name (downloads)")
-    p.add_argument("--out", help="output directory (default runs/ntps-<model>-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    add_output_arguments(p, "runs/ntps-<model>-<time>")
     p.set_defaults(run=run)
 
 

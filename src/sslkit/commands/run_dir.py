@@ -39,3 +39,29 @@ def write_results(out: Path, write: Callable[[Path], dict], overwrite: bool) -> 
     written: dict = {}
     write_folder_atomic(out, lambda tmp: written.update(write(tmp)), overwrite=overwrite or out.exists())
     return {name: out / Path(path).name for name, path in written.items()}
+
+
+def report_on_models(args, verb: str, detail: str, compute: Callable[[Callable], dict],
+                     write: Callable[[dict, Path], dict]):
+    """The flow of the verbs that compare ``args.models`` on ``args.data`` into one report folder (evaluate,
+    align): choose and check ``--out`` before the work, say what runs, ``compute(log)``, write atomically.
+
+    Returns ``(console, report, paths)`` for the verb's own tables.
+    """
+    from rich.console import Console
+
+    console = Console()
+    out = output_dir(args.out, verb, Path(args.data).name if args.data else "features")
+    check_output_free(out, args.overwrite)  # before the work, not after it
+    console.print(f"[bold]sslkit {verb}[/bold] {len(args.models)} model(s) on {args.data or 'features files'}"
+                  f"{detail} → {out}")
+    report = compute(console.print)
+    paths = write_results(out, lambda folder: write(report, folder), args.overwrite)
+    return console, report, paths
+
+
+def add_output_arguments(parser, default: str) -> None:
+    """``--out`` and ``--overwrite`` of a verb that writes one results folder (``default``: where it goes
+    without ``--out``, e.g. ``runs/align-<data>-<time>``); the policy is :func:`check_output_free`'s."""
+    parser.add_argument("--out", help=f"output directory (default {default})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")

@@ -10,7 +10,7 @@ import io
 import json
 from pathlib import Path
 from sslkit.atomic_files import write_text_atomic
-from sslkit.commands.run_dir import check_output_free, output_dir, write_results
+from sslkit.commands.run_dir import add_output_arguments, check_output_free, output_dir, write_results
 
 NAME = "sae"
 
@@ -82,8 +82,7 @@ def add_parser(verbs) -> None:
                        epilog=SOURCE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_source_arguments(t)
     _add_model_arguments(t, trainer=True)
-    t.add_argument("--out", help="output directory (default runs/sae-<source>-<time>)")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    add_output_arguments(t, "runs/sae-<source>-<time>")
     t.set_defaults(run=run_train)
     c = sub.add_parser("compare", help="PAM-SGD vs Adam test MSE against training fraction",
                        description="Sample-efficiency curve: test MSE of PAM-SGD and the joint-Adam baselines "
@@ -94,8 +93,7 @@ def add_parser(verbs) -> None:
     c.add_argument("--fractions", default="1,5,10,25,100", help="training percentages (default 1,5,10,25,100)")
     c.add_argument("--seeds", type=int, default=1, help="repeats with different subsets and inits (default 1)")
     c.add_argument("--untied-adam", action="store_true", help="also run the untied joint-Adam baseline")
-    c.add_argument("--out", help="output directory (default runs/sae-compare-<source>-<time>)")
-    c.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    add_output_arguments(c, "runs/sae-compare-<source>-<time>")
     c.set_defaults(run=run_compare)
     p.set_defaults(run=lambda args: (p.print_help(), 0)[1])
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sslkit.commands.arg_checks import at_least, fraction, positive
 from sslkit.config import ConfigError
-from sslkit.commands.run_dir import check_output_free, output_dir, write_results
+from sslkit.commands.run_dir import add_output_arguments, check_output_free, output_dir, write_results
 
 NAME = "ssti"
 
@@ -72,8 +72,7 @@ def add_parser(verbs) -> None:
     r.add_argument("--text-key", default="text")
     r.add_argument("--label-key", default="label")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", help="output directory (default runs/ssti-<model>-<data>-<time>)")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    add_output_arguments(r, "runs/ssti-<model>-<data>-<time>")
     r.set_defaults(run=run_sweep)
 
     c = sub.add_parser("check", help="flag tokens whose presence predicts a label: H(y|t) per token")

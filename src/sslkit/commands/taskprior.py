@@ -7,6 +7,7 @@ import html
 import json
 import time
 from pathlib import Path
+from sslkit.commands.feature_options import add_feature_arguments
 from sslkit.atomic_files import write_json_atomic, write_text_atomic
 from sslkit.commands.run_dir import check_output_free, output_dir, write_results
 from sslkit.json_values import json_ready
@@ -68,10 +69,7 @@ def add_parser(verbs) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled tasks and the probes")
     p.add_argument("--pooling", default="cls", choices=["cls", "mean", "cls+mean"], help="feature pooling (default cls)")
     p.add_argument("--image-size", type=int, help="input side (default: the model's training size)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
-    p.add_argument("--device", default="cpu", help="device for feature extraction")
-    p.add_argument("--cache-dir", help="feature cache (default $SSLKIT_CACHE_DIR or ~/.cache/sslkit/features)")
-    p.add_argument("--no-cache", action="store_true", help="always recompute features")
+    add_feature_arguments(p)
     p.add_argument("--out", help="output directory (default runs/taskprior-<data>-<time>)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out folder (default: refuse, unless it holds an evaluation report)")

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from sslkit.commands.run_dir import check_output_free, output_dir, write_results
+from sslkit.commands.run_dir import add_output_arguments, check_output_free, output_dir, write_results
 
 NAME = "theory"
 
@@ -57,8 +57,7 @@ def add_parser(verbs) -> None:
     lin.add_argument("--no-probe", dest="probe", action="store_false",
                      help="skip the finite-n linear-probe experiment")
     lin.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
-    lin.add_argument("--out", help="output directory (default runs/theory-linear-<time>)")
-    lin.add_argument("--overwrite", action="store_true", help="replace an existing --out folder (default: refuse)")
+    add_output_arguments(lin, "runs/theory-linear-<time>")
     lin.set_defaults(run=run)
 
 

@@ -189,4 +189,6 @@ def resolve(parser: argparse.ArgumentParser, argv: list[str] | None, args: argpa
     if missing:
         leaf.error(f"the following arguments are required: {', '.join(missing)} (on the command line, as key=value "
                    f"or in --config)")
+    # Verbs record vars(args) in their outputs: leave only the settings there.
+    del args._options_parser, args._required_options
     return args

@@ -253,7 +253,45 @@ _SCALE_RANGE = (0.35, 0.7)
 _MIN_COLOUR_DISTANCE = 0.5  # Euclidean RGB distance from the background under the shape
 
 
-class ShapesDataset(torch.utils.data.Dataset):
+class _ProceduralDataset(torch.utils.data.Dataset):
+    """What the rendered built-in sets share: their settings, length, and the rendered-item cache.
+
+    A subclass sets ``BACKGROUNDS`` and ``MEAN_STD`` and defines ``_render(index) -> (pixels (size, size, 3)
+    uint8, mask (size, size) bool, factors)``.
+    """
+
+    BACKGROUNDS: tuple = ()
+    MEAN_STD: dict = {}
+
+    def _setup(self, split: str, num_samples: int, size: int, background: str, transform: Transform | None,
+               seed: int, cache: bool, background_noise: float) -> None:
+        _check_procedural(type(self).__name__, split, size, background, self.BACKGROUNDS, num_samples,
+                          background_noise)
+        self.split, self.num_samples, self.size = split, num_samples, size
+        self.background, self.transform, self.seed, self.cache = background, transform, seed, cache
+        self.background_noise = float(background_noise)
+        self.mean, self.std = self.MEAN_STD[background]
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, dict]] = {}
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def _rendered(self, index: int) -> tuple[torch.Tensor, np.ndarray, dict]:
+        """(image (3, size, size) float in [0, 1], transformed; mask; factors) of item ``index``, rendered once."""
+        index = _item_index(index, self.num_samples, type(self).__name__)
+        cached = self._cache.get(index)
+        if cached is None:
+            cached = self._render(index)
+            if self.cache:
+                self._cache[index] = cached
+        pixels, mask, factors = cached
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, mask, factors
+
+
+class ShapesDataset(_ProceduralDataset):
     """Procedural RGB images of one coloured shape over a photo, noise or plain background.
 
     Classes (``label`` = ``shape``): circle, square, triangle, star, cross, heart,
@@ -310,15 +348,7 @@ class ShapesDataset(torch.utils.data.Dataset):
     ):
         if num_samples is None:
             num_samples = 4000 if split == "train" else 1000
-        _check_procedural("ShapesDataset", split, size, background, self.BACKGROUNDS, num_samples, background_noise)
-        self.background_noise = float(background_noise)
-        self.split, self.num_samples, self.size = split, num_samples, size
-        self.background, self.transform, self.seed, self.cache = background, transform, seed, cache
-        self.mean, self.std = self.MEAN_STD[background]
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray, dict]] = {}
-
-    def __len__(self) -> int:
-        return self.num_samples
+        self._setup(split, num_samples, size, background, transform, seed, cache, background_noise)
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([_STREAM_SALT, self.seed, _SPLIT_STREAM[self.split], index])
@@ -403,16 +433,7 @@ class ShapesDataset(torch.utils.data.Dataset):
         return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, index: int) -> dict:
-        index = _item_index(index, self.num_samples, "ShapesDataset")
-        cached = self._cache.get(index)
-        if cached is None:
-            cached = self._render(index)
-            if self.cache:
-                self._cache[index] = cached
-        pixels, mask, factors = cached
-        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)  # (3, size, size)
-        if self.transform is not None:
-            image = self.transform(image)
+        image, mask, factors = self._rendered(index)
         return {
             "image": image,
             "label": factors["shape"],
@@ -435,7 +456,7 @@ _GLYPH_LIGHT_LEVELS = (0.7, 1.0)
 _GLYPH_MAX_ROTATION = math.radians(15)  # a 6 stays a 6 and a 9 a 9; more rotation is variation no augmentation covers
 
 
-class GlyphsDataset(torch.utils.data.Dataset):
+class GlyphsDataset(_ProceduralDataset):
     """Handwritten digits placed at a random position, scale, rotation and colour over a random background.
 
     A dataset with headroom for self-supervised learning on a CPU: the class (the digit) is what every
@@ -501,18 +522,10 @@ class GlyphsDataset(torch.utils.data.Dataset):
     ):
         if num_samples is None:
             num_samples = 10000 if split == "train" else 2000
-        _check_procedural("GlyphsDataset", split, size, background, self.BACKGROUNDS, num_samples, background_noise)
-        self.split, self.num_samples, self.size = split, num_samples, size
-        self.background, self.transform, self.seed, self.cache = background, transform, seed, cache
-        self.background_noise = float(background_noise)
-        self.mean, self.std = self.MEAN_STD[background]
+        self._setup(split, num_samples, size, background, transform, seed, cache, background_noise)
         self._digits, self._digit_labels = _digits_split()[split]
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray, dict]] = {}
         # The background painter of ShapesDataset, reused at this size and background kind.
         self._backgrounds = ShapesDataset(split, num_samples=1, size=size, background=background, cache=False)
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def _draw_background(self, rng: np.random.Generator, light: bool) -> np.ndarray:
         """(size, size, 3) float32 in [0, 1]. ``noise``: one grey level from the light or the dark band plus
@@ -569,16 +582,7 @@ class GlyphsDataset(torch.utils.data.Dataset):
         return image, alpha >= 0.5, factors
 
     def __getitem__(self, index: int) -> dict:
-        index = _item_index(index, self.num_samples, "GlyphsDataset")
-        cached = self._cache.get(index)
-        if cached is None:
-            cached = self._render(index)
-            if self.cache:
-                self._cache[index] = cached
-        pixels, mask, factors = cached
-        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
-        if self.transform is not None:
-            image = self.transform(image)
+        image, mask, factors = self._rendered(index)
         return {
             "image": image,
             "label": factors["label"],

@@ -119,6 +119,28 @@ def append_bad_file(log: str | os.PathLike, path: str, reason: str) -> None:
         handle.write(line)
 
 
+def first_readable(index: int, n: int, known_bad: set[int], read: Callable[[int], dict],
+                   bad_files_log: str | os.PathLike | None) -> dict | None:
+    """``read(index)``, or of the next index (wrapping) whose file decodes; None when none does.
+
+    An index that fails is remembered in ``known_bad`` (never decoded twice) and its file, ``DataError.path``,
+    appended to ``bad_files_log``. A ``DataError`` without a path (not an unreadable file) propagates.
+    """
+    for step in range(n):
+        current = (index + step) % n
+        if current in known_bad:
+            continue
+        try:
+            return read(current)
+        except DataError as error:
+            if error.path is None:
+                raise
+            known_bad.add(current)
+            if bad_files_log is not None:
+                append_bad_file(bad_files_log, error.path, str(error.__cause__ or error))
+    return None
+
+
 def read_bad_files(log: str | os.PathLike) -> list[str]:
     """The distinct paths recorded in a ``bad_files_log``, in first-seen order ([] if no log)."""
     log = Path(log)
@@ -196,17 +218,10 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         if not self.skip_bad_files:
             return self._item(index)
+        item = first_readable(index, len(self.paths), self._known_bad, self._item, self.bad_files_log)
+        if item is not None:
+            return item
         n = len(self.paths)
-        for step in range(n):
-            current = (index + step) % n
-            if current in self._known_bad:
-                continue
-            try:
-                return self._item(current)
-            except DataError as error:
-                self._known_bad.add(current)
-                if self.bad_files_log is not None:
-                    append_bad_file(self.bad_files_log, self.paths[current], str(error.__cause__ or error))
         raise DataError(
             f"Every one of the {n} images (e.g. {self.paths[0]}) failed to decode; check the files "
             "or the path list."

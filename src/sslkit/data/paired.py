@@ -16,7 +16,7 @@ import os
 from torch.utils.data import Dataset
 
 from sslkit.data.errors import DataError
-from sslkit.data.folder import append_bad_file
+from sslkit.data.folder import first_readable
 
 
 class PairedDataset(Dataset):
@@ -36,18 +36,9 @@ class PairedDataset(Dataset):
         if not self.skip_bad_files:
             return self._pair(index)
         n = len(self)
-        for step in range(n):
-            current = (index + step) % n
-            if current in self._known_bad:
-                continue
-            try:
-                return self._pair(current)
-            except DataError as error:
-                if error.path is None:  # not an unreadable file (e.g. the two sides disagree in size): stop
-                    raise
-                self._known_bad.add(current)
-                if self.bad_files_log is not None:
-                    append_bad_file(self.bad_files_log, error.path, str(error.__cause__ or error))
+        item = first_readable(index, n, self._known_bad, self._pair, self.bad_files_log)
+        if item is not None:
+            return item
         raise DataError(f"Every one of the {n} {self.names[0]}/{self.names[1]} pairs has an unreadable image; "
                         f"check both folders.")
 

