@@ -21,7 +21,8 @@ run (seed 0, as the CI test) by patching sslkit in the worker process:
 
 A breakage is *caught* when one of the CI test's checks fails for it: the kNN margin below
 ``THRESHOLDS``, MAE's held-out masked-patch loss above ``MAE_MAX_HELDOUT_LOSS``, DINOv2's teacher
-entropy below ``DINOV2_MIN_TEACHER_ENTROPY`` (``tests/learning/test_learning_outcomes.py``). Writes ``benchmarks/results/learning_outcomes.json``.
+entropy below ``DINOV2_MIN_TEACHER_ENTROPY``, BYOL's final loss below ``BYOL_MIN_FINAL_LOSS``
+(``tests/learning/test_learning_outcomes.py``). ``--rescore`` re-applies changed checks to a saved ``--json``. Writes ``benchmarks/results/learning_outcomes.json``.
 
     OMP_NUM_THREADS=1 python benchmarks/learning_outcomes.py --seeds 0,1,2,3,4 --workers 2
 """
@@ -183,7 +184,8 @@ def markdown(record: dict) -> str:
         own = (f"held-out loss {' / '.join(f'{v:.3f}' for v in s['heldout_reconstruction_loss'])} (max 0.75)"
                if s.get("heldout_reconstruction_loss") else
                f"teacher entropy {' / '.join(f'{v:.2f}' for v in s['teacher_entropy'])} (min 6.4)"
-               if s.get("teacher_entropy") else "—")
+               if s.get("teacher_entropy") else
+               f"final loss {' / '.join(f'{v:.2f}' for v in s['final_loss'])} (min 1.0)" if m == "byol" else "—")
         lines.append(f"| {m} | {' / '.join(f'{v:+.1f}' for v in s['margin'])} | {s['margin_mean']:+.1f} "
                      f"[{s['margin_ci95'][0]:+.1f}, {s['margin_ci95'][1]:+.1f}] | {s['margin_min']:+.1f} | "
                      f"{s['threshold']:g} | {own} |")
@@ -191,38 +193,19 @@ def markdown(record: dict) -> str:
     for m, s in record["summary"].items():
         for b, v in s["breakages"].items():
             other = (f"held-out loss {v['heldout_reconstruction_loss']:.3f}" if v.get("heldout_reconstruction_loss") is not None
-                     else f"teacher entropy {v['teacher_entropy']:.2f}" if v.get("teacher_entropy") is not None else "—")
+                     else f"teacher entropy {v['teacher_entropy']:.2f}" if v.get("teacher_entropy") is not None
+                     else f"final loss {v['final_loss']:.2f}" if m == "byol" else "—")
             lines.append(f"| {m} | `{b}` | {v['margin']:+.1f} | {other} | "
                          f"{', '.join(v['caught_by']) if v['caught_by'] else '**not caught**'} |")
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--no-breakages", action="store_true")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--precision", default="32-true", help="trainer.precision of every run (e.g. bf16-mixed)")
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "learning_outcomes.json"))
-    parser.add_argument("--markdown", action="store_true", help="print the tables of an existing --json and stop")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(Path(args.json).read_text())))
-        return
-    methods = args.methods.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [(m, s, None, args.precision) for m in methods for s in seeds]
-    if not args.no_breakages:
-        jobs += [(m, 0, b, args.precision) for m in methods for b in BREAKAGES[m]]
-    load_before = os.getloadavg()[0]
-    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-        rows = []
-        for row in pool.imap_unordered(run_one, jobs):
-            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
-            rows.append(row)
+def summarise(rows: list[dict], methods: list[str]) -> dict:
+    """Per method: the clean seeds' margins with their interval, and which of the CI test's checks each
+    breakage fails (the test's thresholds, read from tests/learning/test_learning_outcomes.py)."""
     sys.path.insert(0, str(ROOT / "tests" / "learning"))
-    from test_learning_outcomes import DINOV2_MIN_TEACHER_ENTROPY, MAE_MAX_HELDOUT_LOSS, THRESHOLDS
+    from test_learning_outcomes import (BYOL_MIN_FINAL_LOSS, DINOV2_MIN_TEACHER_ENTROPY, MAE_MAX_HELDOUT_LOSS,
+                                        THRESHOLDS)
 
     def caught(r: dict) -> list[str]:
         """Which of the CI test's checks fail for this run (empty: the test passes)."""
@@ -233,6 +216,8 @@ def main() -> None:
             failed.append("heldout_reconstruction_loss")
         if r["teacher_entropy"] is not None and r["teacher_entropy"] < DINOV2_MIN_TEACHER_ENTROPY:
             failed.append("teacher_entropy")
+        if r["method"] == "byol" and r["final_loss"] < BYOL_MIN_FINAL_LOSS:
+            failed.append("final_loss")
         return failed
 
     summary = {}
@@ -247,6 +232,7 @@ def main() -> None:
             "margin_ci95": [low, high], "margin_min": min(margins), "threshold": THRESHOLDS[m],
             "heldout_reconstruction_loss": [r["reconstruction"]["pretrained"] for r in clean] if m == "mae" else None,
             "teacher_entropy": [r["teacher_entropy"] for r in clean] if m == "dinov2" else None,
+            "final_loss": [r["final_loss"] for r in clean],
             "clean_runs_failing_the_test": [r["seed"] for r in clean if caught(r)],
             "wall_s": [r["wall_s"] for r in clean],
             "breakages": {r["breakage"]: {"pretrained": r["pretrained"], "random_init": r["random_init"],
@@ -255,6 +241,40 @@ def main() -> None:
                                           "teacher_entropy": r["teacher_entropy"], "caught_by": caught(r)}
                           for r in rows if r["method"] == m and r["breakage"] is not None},
         }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--no-breakages", action="store_true")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--precision", default="32-true", help="trainer.precision of every run (e.g. bf16-mixed)")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "learning_outcomes.json"))
+    parser.add_argument("--markdown", action="store_true", help="print the tables of an existing --json and stop")
+    parser.add_argument("--rescore", action="store_true",
+                        help="re-apply the CI test's current checks to the runs of an existing --json, rewrite it, stop")
+    args = parser.parse_args()
+    if args.rescore:
+        record = json.loads(Path(args.json).read_text())
+        record["summary"] = summarise(record["rows"], list(record["summary"]))
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+    if args.markdown or args.rescore:
+        print(markdown(json.loads(Path(args.json).read_text())))
+        return
+    methods = args.methods.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [(m, s, None, args.precision) for m in methods for s in seeds]
+    if not args.no_breakages:
+        jobs += [(m, 0, b, args.precision) for m in methods for b in BREAKAGES[m]]
+    load_before = os.getloadavg()[0]
+    with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+        rows = []
+        for row in pool.imap_unordered(run_one, jobs):
+            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            rows.append(row)
+    summary = summarise(rows, methods)
     record = {"settings": {"steps": {m: steps(m) for m in methods}, "data": "digits, 16 px", "backbone": "ViT 2 blocks, width 64, patch 4",
                            "batch_size": 64, "knn": {"k": 20, "temperature": 0.07}, "seeds": seeds,
                            "precision": args.precision,

@@ -31,6 +31,10 @@ MAE_MAX_HELDOUT_LOSS = 0.75
 # DINOv2: entropy of the teacher's mean CLS prediction at the last logged step (ln 1024 = 6.93 is the
 # uniform marginal); 5 seeds ≥ 6.83; collapse breakages: no centering 0.0, negated loss 5.2, identical views 5.7.
 DINOV2_MIN_TEACHER_ENTROPY = 6.4
+# BYOL: the regression loss 2 - 2 cos (both orders) of the last step. 5 seeds 1.36-1.66; a target that is
+# trivial to predict drives it down: its BatchNorms in eval mode (the Lightning bug found while adding BYOL)
+# 0.53 while kNN still scores +11, identical views 0.02.
+BYOL_MIN_FINAL_LOSS = 1.0
 
 
 def _last(metrics_path, key):
@@ -54,6 +58,8 @@ def test_pretraining_beats_random_init(tmp_path, method):
     if method == "mae":
         loss = report["heldout_reconstruction_loss"]
         assert loss["pretrained"] <= MAE_MAX_HELDOUT_LOSS < loss["random_init"], loss
+    if method == "byol":
+        assert report["final_loss"] >= BYOL_MIN_FINAL_LOSS, f"BYOL's target became trivial to predict: {report}"
     if method == "dinov2":
         entropy = _last(out / "metrics.jsonl", "train/teacher_entropy")
         assert entropy >= DINOV2_MIN_TEACHER_ENTROPY, f"the teacher's mean prediction collapsed: entropy {entropy:.2f}"
