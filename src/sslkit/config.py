@@ -68,6 +68,10 @@ class ModelConfig:
     num_registers: int = 0
     drop_path_rate: float = 0.1
     layerscale_init: Optional[float] = 1e-5
+    # Start from public weights (a ViT preset only): a timm checkpoint (.safetensors/.pth), a transformers
+    # Dinov2Model folder, or a facebookresearch/dinov2 hub .pth; positions, patch size and channels are fitted
+    # to this recipe (sslkit.nn.pretrained_weights). The teacher starts as a copy; heads start fresh.
+    init: Optional[str] = None
 
 
 @dataclass
@@ -389,7 +393,12 @@ def _validate_arch(cfg: "RunConfig", need) -> None:
                                   f"{list(VIT_PRESETS) + list(SSLKIT_CNNS)} or timm:NAME (e.g. timm:resnet18).")
         need(not m.timm_kwargs, "Config key 'model.timm_kwargs' applies to model.arch=timm:NAME or cnn_small only; "
                                 f"drop it for {arch!r}.")
+        need(m.init is None or Path(m.init).exists(),
+             f"Config key 'model.init' = '{m.init}' does not exist; pass a .safetensors/.pth file or a transformers "
+             f"Dinov2Model folder.")
         return
+    need(m.init is None, f"Config key 'model.init' loads ViT weights into sslkit's ViT; for model.arch={arch} drop "
+                         f"it (timm models load weights through timm).")
     from sslkit.nn.timm_backbone import check_timm_name
 
     try:

@@ -59,6 +59,7 @@ def _print_knn_table(console, result, k: int, cfg=None) -> None:
     # What was evaluated and exported: the method's spec says (DINOv2: its EMA teacher).
     evaluated = "EMA teacher" if cfg is None else f"{cfg.method} {method_spec(cfg.method).evaluated}"
     rows = [("raw pixels", "raw_pixels"), (f"random-init {arch} (same architecture)", "random_init"),
+            ("model.init weights (where this run started)", "initial"),
             (f"pretrained {arch} ({evaluated})", "pretrained")]
     table = Table(title=f"kNN top-1 on the held-out split (k={k}, T=0.07, cosine)")
     table.add_column("features")

@@ -22,7 +22,8 @@ from sslkit.nn.timm_backbone import TimmBackbone, is_pooled_arch, timm_name
 from sslkit.nn.vit import ViT, build_vit
 
 
-def build_backbone(cfg: RunConfig, in_chans: int) -> "ViT | TimmBackbone":
+def build_backbone(cfg: RunConfig, in_chans: int, load_init: bool = True) -> "ViT | TimmBackbone":
+    """The recipe's backbone, with ``model.init``'s weights unless ``load_init`` is False (random init)."""
     m = cfg.model
     if is_pooled_arch(m.arch):
         return TimmBackbone(timm_name(m.arch), in_chans=in_chans, **m.timm_kwargs)
@@ -35,7 +36,15 @@ def build_backbone(cfg: RunConfig, in_chans: int) -> "ViT | TimmBackbone":
     for key in ("embed_dim", "depth", "num_heads"):
         if getattr(m, key) is not None:
             overrides[key] = getattr(m, key)
-    return build_vit(m.arch, **overrides)
+    vit = build_vit(m.arch, **overrides)
+    if m.init and load_init:
+        from sslkit.nn.pretrained_weights import WeightsError, load_pretrained_vit
+
+        try:
+            load_pretrained_vit(vit, m.init)
+        except WeightsError as err:
+            raise ConfigError(f"Config key 'model.init': {err}") from None
+    return vit
 
 
 def build_method(cfg: RunConfig, in_chans: int) -> SSLMethod:

@@ -323,10 +323,13 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
         result.knn["pretrained"] = monitor.history[-1][1]
         if cfg.monitor.baselines:
             torch.manual_seed(t.seed)
-            random_backbone = build_backbone(cfg, data.channels)
-            result.knn["random_init"] = knn_top1(knn_pooled(random_backbone, cfg.monitor.knn_pooling), monitor.bank,
-                                                 monitor.queries, data.num_classes,
-                                                 cfg.monitor.knn_k, cfg.monitor.knn_temperature)
+            baselines = {"random_init": build_backbone(cfg, data.channels, load_init=False)}
+            if cfg.model.init:  # where a continued run started: does it beat its own starting weights?
+                baselines["initial"] = build_backbone(cfg, data.channels)
+            for name, backbone in baselines.items():
+                result.knn[name] = knn_top1(knn_pooled(backbone, cfg.monitor.knn_pooling), monitor.bank,
+                                            monitor.queries, data.num_classes, cfg.monitor.knn_k,
+                                            cfg.monitor.knn_temperature)
             result.knn["raw_pixels"] = knn_top1(raw_pixels, monitor.bank, monitor.queries, data.num_classes,
                                                 cfg.monitor.knn_k, cfg.monitor.knn_temperature)
     if monitor is not None:

@@ -152,6 +152,27 @@ _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 _EMBED_NAMES = ("patch_embed", "pos_embed", "cls_token", "reg_token", "mask_token")
 
 
+def resample_patch_positions(pos_embed: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """A (1, 1 + h0*w0, D) position table (class row first) for an ``new_grid`` = (h, w) patch grid.
+
+    The patch rows are resampled bicubically with ``scale_factor = (h + 0.1) / h0`` and no antialiasing,
+    exactly the DINOv2 recipe (the offset avoids floor() rounding the output one cell short, see
+    facebookresearch/dino issue #8); the class-token row is kept as is. Used at every forward for another
+    input size and once when public weights are loaded at another size (``sslkit.nn.pretrained_weights``).
+    """
+    (h0, w0), (h, w) = grid, new_grid
+    dim = pos_embed.shape[-1]
+    cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
+    # bicubic in float32: half-precision interpolation is unsupported/unstable on some backends
+    table = patch_pos.float().reshape(1, h0, w0, dim).permute(0, 3, 1, 2)
+    table = F.interpolate(table, scale_factor=((h + 0.1) / h0, (w + 0.1) / w0), mode="bicubic",
+                          align_corners=False, antialias=False)
+    if table.shape[-2:] != (h, w):  # pragma: no cover - the offset makes this unreachable
+        raise RuntimeError(f"position interpolation produced {tuple(table.shape[-2:])}, expected {(h, w)}")
+    patch_pos = table.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(pos_embed.dtype)
+    return torch.cat((cls_pos, patch_pos), dim=1)
+
+
 class ViT(VisionTransformer):
     """timm ViT with DINOv2 token preparation (mask token, registers, interpolated positions).
 
@@ -211,22 +232,7 @@ class ViT(VisionTransformer):
         """
         if (h, w) == self.native_grid:
             return self.pos_embed
-        h0, w0 = self.native_grid
-        dim = self.pos_embed.shape[-1]
-        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
-        # bicubic in float32: half-precision interpolation is unsupported/unstable on some backends
-        grid = patch_pos.float().reshape(1, h0, w0, dim).permute(0, 3, 1, 2)
-        grid = F.interpolate(
-            grid,
-            scale_factor=((h + 0.1) / h0, (w + 0.1) / w0),
-            mode="bicubic",
-            align_corners=False,
-            antialias=False,
-        )
-        if grid.shape[-2:] != (h, w):  # pragma: no cover - the offset makes this unreachable
-            raise RuntimeError(f"position interpolation produced {tuple(grid.shape[-2:])}, expected {(h, w)}")
-        patch_pos = grid.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(self.pos_embed.dtype)
-        return torch.cat((cls_pos, patch_pos), dim=1)
+        return resample_patch_positions(self.pos_embed, self.native_grid, (h, w))
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens (B, h, w, D) -> sequence (B, 1 + R + h*w, D) with positions added.
