@@ -147,3 +147,29 @@ def _wider(tmp_path):
     path = tmp_path / "wide.safetensors"
     save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, str(path))
     return path
+
+
+def test_evaluate_reads_public_weights_with_their_shape_from_the_file(tmp_path):
+    # `sslkit evaluate vit:PATH`: no recipe, the ViT is shaped from the checkpoint (here with 4 registers),
+    # its RGB filters summed for the 1-channel digits; kNN runs at 224 px.
+    import json
+
+    from sslkit.cli import main
+    from sslkit.eval.encoders import load_encoder
+
+    torch.manual_seed(0)  # head width 64, as every public DINOv2/timm ViT (the file does not store the heads)
+    source = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=56, embed_dim=128,
+                               depth=DEPTH, num_heads=2, num_classes=0).eval()
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    encoder = load_encoder(f"vit:{tmp_path / 'w.safetensors'}", in_chans=3)
+    x = _images()
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.module.forward_features(x)["cls"], source.forward_features(x)[:, 0],
+                                   atol=1e-5, rtol=0)
+    assert encoder.image_size == 224 and encoder.module.config.num_registers == 4
+    out = tmp_path / "eval"
+    assert main(["evaluate", f"vit:{tmp_path / 'w.safetensors'}", "--data", "digits", "--protocols", "knn",
+                 "--knn-k", "10", "--no-cache", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "timm layout" in report["models"][0]["model"]["description"]
+    assert 0.1 < report["models"][0]["results"]["knn"]["accuracy"]["10"] <= 1.0

@@ -13,6 +13,8 @@ EVALUATE_EPILOG = """models:
   RUN_DIR                          an sslkit run (backbone.safetensors + backbone.json from `sslkit pretrain`)
   timm:NAME                        any timm architecture, random init (seed 0); nothing is downloaded
   timm:NAME@/path/w.safetensors    a timm architecture with weights from a local safetensors file
+  vit:/path/weights                public ViT weights: a timm checkpoint, the facebookresearch/dinov2 hub .pth or
+                                   a transformers Dinov2Model folder (shape read from the file; 224 px, ImageNet stats)
   FILE.safetensors                 precomputed features: 'features' [+ 'labels'], or train.features/test.features ...
 
 protocols (--protocols, comma-separated; default knn,linear,rankme):
@@ -61,7 +63,7 @@ def add_parser(verbs) -> None:
                          description="Evaluate one or more frozen models side by side and write report.json + "
                                      "report.html.",
                          epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+", metavar="MODEL", help="run directory, timm:NAME[@weights], or features file")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="run directory, timm:NAME[@weights], vit:PATH, or features file")
     p.add_argument("--data", help="'shapes', 'digits', an image folder or a .csv/.txt path list")
     p.add_argument("--protocols", default="knn,linear,rankme", help="comma-separated protocols (see below)")
     add_output_arguments(p, "runs/evaluate-<data>-<time>")

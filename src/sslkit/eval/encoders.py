@@ -5,6 +5,8 @@ A model ``spec`` is one of
 * an sslkit run directory, or its ``backbone.safetensors`` / ``backbone.json`` (``sslkit pretrain`` output);
 * ``timm:<name>`` — any timm architecture, randomly initialised under a fixed seed (nothing is downloaded),
   or ``timm:<name>@/path/weights.safetensors`` with weights from a local safetensors file;
+* ``vit:<path>`` — public ViT weights in any layout ``sslkit.nn.pretrained_weights`` reads (a timm checkpoint,
+  the facebookresearch/dinov2 hub ``.pth``, a transformers ``Dinov2Model`` folder), shaped from the file;
 * in Python also an ``nn.Module`` or any callable mapping images (B, C, H, W) to (B, D) or (B, N, D).
 
 :func:`load_encoder` turns a spec into an :class:`Encoder`; :meth:`Encoder.tokens` runs it and
@@ -217,6 +219,27 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+def _load_public_vit(spec: str, in_chans: Optional[int], device: str) -> Encoder:
+    """``vit:PATH``: public ViT weights (timm checkpoint, facebookresearch/dinov2 hub .pth, transformers
+    Dinov2Model folder) in an sslkit ViT shaped from the file, evaluated at 224 px with ImageNet statistics
+    (DINOv2's evaluation setting), RGB filters summed for one-channel data."""
+    from sslkit.nn.pretrained_weights import WeightsError, vit_from_weights
+
+    path = Path(spec[len("vit:"):]).expanduser()
+    try:
+        model, info = vit_from_weights(path, in_chans=in_chans or 3)
+    except WeightsError as err:
+        raise ModelSpecError(f"Model {spec!r}: {err}") from None
+    channels = model.config.in_chans
+    mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if channels == 3 else ((0.449,), (0.226,))
+    size = 224 if 224 % model.patch_size == 0 else model.config.img_size
+    c = model.config
+    return Encoder(name=path.name, kind="sslkit", module=model.to(device), fingerprint=_sha256_module(model),
+                   in_chans=channels, image_size=size, mean=mean, std=std,
+                   description=f"public ViT weights ({info['layout']} layout): width {c.embed_dim}, depth {c.depth}, "
+                               f"patch {c.patch_size}, {c.num_registers} registers, from {path}")
+
+
 def _load_timm(spec: str, in_chans: Optional[int], device: str) -> Encoder:
     import timm
 
@@ -302,6 +325,8 @@ def load_encoder(spec: ModelLike, in_chans: Optional[int] = None, device: str = 
         text = str(spec)
         if text.startswith("timm:"):
             return _load_timm(text, in_chans, device)
+        if text.startswith("vit:"):
+            return _load_public_vit(text, in_chans, device)
         path = Path(text).expanduser()
         if not path.exists():
             raise ModelSpecError(f"Model {text!r} does not exist; pass an sslkit run directory, "

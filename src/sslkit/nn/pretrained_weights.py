@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["WeightsError", "read_weights", "convert_to_sslkit", "load_pretrained_vit"]
+__all__ = ["WeightsError", "read_weights", "convert_to_sslkit", "load_pretrained_vit", "vit_from_weights"]
 
 
 class WeightsError(ValueError):
@@ -221,3 +221,32 @@ def load_pretrained_vit(model, path: str | Path) -> dict:
     resampled = [k for k in ("pos_embed", "patch_embed.proj.weight") if k in converted
                  and converted[k].shape != fitted[k].shape]
     return {"layout": layout, "source": str(path), "resampled": resampled}
+
+
+def vit_from_weights(path: str | Path, in_chans: int = 3):
+    """An sslkit ViT shaped like the checkpoint at ``path`` (width, depth, patch size, registers and native
+    size read from its tensors; heads = width / 64, as every DINOv2 and timm ViT size), with its weights.
+
+    For evaluating public weights without a recipe (``sslkit evaluate vit:PATH``). Returns ``(model, info)``.
+    """
+    from sslkit.nn.vit import ViT, ViTConfig
+
+    raw, hf_config = read_weights(path)
+    layout = detect_layout(raw, hf_config)
+    state = convert_to_sslkit(raw, layout, hf_config)
+    try:
+        dim = int(state["cls_token"].shape[-1])
+        patch = int(state["patch_embed.proj.weight"].shape[-1])
+        depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+        grid = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
+    except (KeyError, ValueError) as err:
+        raise WeightsError(f"Weights '{path}' ({layout} layout) lack the tensors that give a ViT's shape ({err}).") from None
+    heads = int(hf_config["num_attention_heads"]) if hf_config else max(1, dim // 64)
+    registers = int(state["reg_token"].shape[1]) if "reg_token" in state else 0
+    config = ViTConfig(img_size=grid * patch, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
+                       in_chans=in_chans, num_registers=registers,
+                       layerscale_init=1e-5 if "blocks.0.ls1.gamma" in state else None, drop_path_rate=0.0,
+                       qkv_bias="blocks.0.attn.qkv.bias" in state)
+    model = ViT(config)
+    info = load_pretrained_vit(model, path)
+    return model.eval(), info
