@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from sslkit.nn.state_dict_check import mismatch
 from sslkit.atomic_files import save_safetensors_with_json
 from sslkit.nn.bounds import is_finite
 from sslkit.nn.timm_backbone import TimmBackbone, TimmBackboneConfig
@@ -225,25 +226,9 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
         else:
             model = ViT(config)
     target = model.model if timm_config else model
-    expected = {k: tuple(v.shape) for k, v in target.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = [
-        f"{k} {shapes[k]} != {expected[k]}"
-        for k in sorted(expected)
-        if k in shapes and shapes[k] != expected[k]
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}")
-        if wrong:
-            parts.append(f"wrong shape {wrong[:5]}")
-        raise ValueError(
-            f"Backbone weights {weights_path} do not match the architecture in {json_path}: " + "; ".join(parts) + "."
-        )
+    problem = mismatch(shapes, {k: tuple(v.shape) for k, v in target.state_dict().items()})
+    if problem:
+        raise ValueError(f"Backbone weights {weights_path} do not match the architecture in {json_path}: {problem}.")
     try:
         state = load_file(str(weights_path), device=str(torch.device(map_location)))
     except (SafetensorError, OSError) as err:

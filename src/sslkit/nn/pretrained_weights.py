@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from sslkit.nn.state_dict_check import mismatch
+
 __all__ = ["WeightsError", "read_weights", "convert_to_sslkit", "load_pretrained_vit", "vit_from_weights"]
 
 
@@ -199,23 +201,13 @@ def load_pretrained_vit(model, path: str | Path) -> dict:
     layout = detect_layout(raw, hf_config)
     converted = convert_to_sslkit(raw, layout, hf_config)
     fitted = _fit(converted, model)
-    own = model.state_dict()
-    unused = sorted(set(fitted) - set(own))
-    optional = {"mask_token"}  # timm checkpoints have none; sslkit's stays zero, as DINOv2 initialises it
-    missing = sorted(set(own) - set(fitted) - optional)
-    wrong = sorted(k for k in set(fitted) & set(own) if fitted[k].shape != own[k].shape)
-    if unused or missing or wrong:
-        parts = []
-        if unused:
-            parts.append(f"unused keys {unused[:8]}{' …' if len(unused) > 8 else ''}")
-        if missing:
-            parts.append(f"missing keys {missing[:8]}{' …' if len(missing) > 8 else ''}")
-        if wrong:
-            parts.append("shape mismatches " + ", ".join(f"{k} {tuple(fitted[k].shape)} vs {tuple(own[k].shape)}"
-                                                          for k in wrong[:4]))
+    # timm checkpoints have no mask token; sslkit's then stays zero, as DINOv2 initialises it
+    problem = mismatch({k: tuple(v.shape) for k, v in fitted.items()},
+                       {k: tuple(v.shape) for k, v in model.state_dict().items()}, frozenset({"mask_token"}))
+    if problem:
         raise WeightsError(f"Weights '{path}' ({layout} layout) do not fit the model "
                            f"(embed_dim {model.embed_dim}, depth {len(model.blocks)}, "
-                           f"{model.config.num_registers} registers): {'; '.join(parts)}. Set model.* to the "
+                           f"{model.config.num_registers} registers): {problem}. Set model.* to the "
                            f"checkpoint's architecture.")
     model.load_state_dict(fitted, strict=False)
     resampled = [k for k in ("pos_embed", "patch_embed.proj.weight") if k in converted
