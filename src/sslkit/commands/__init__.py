@@ -14,4 +14,5 @@ VERBS = [
     "sslkit.commands.flops",
     "sslkit.commands.ssti",
     "sslkit.commands.ntps",
+    "sslkit.commands.export",
 ]
