@@ -55,3 +55,23 @@ def test_register_tokens_and_an_existing_folder_are_refused(tmp_path, capsys):
     (tmp_path / "taken" / "x").write_text("keep")
     assert main(["export", str(_run(tmp_path / "b")), "--out", str(tmp_path / "taken")]) == 2
     assert (tmp_path / "taken" / "x").read_text() == "keep"
+
+
+@pytest.mark.parametrize("registers", [0, 2])
+def test_timm_rebuilds_the_export_from_timm_json(tmp_path, registers):
+    import timm
+    from safetensors.torch import load_file
+
+    run = _run(tmp_path, registers=registers)
+    out = tmp_path / "timm"
+    assert main(["export", str(run), "--format", "timm", "--out", str(out)]) == 0
+    spec = json.loads((out / "timm.json").read_text())
+    net = timm.create_model(spec["model_name"], pretrained=False, **spec["kwargs"]).eval()
+    net.load_state_dict(load_file(str(out / "model.safetensors")))  # strict: every key, nothing extra
+    model = sslkit.load_backbone(run)
+    x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model.forward_features(x)
+        got = net.forward_features(x)
+    torch.testing.assert_close(got[:, 0], want["cls"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[:, 1 + registers:], want["patch"], atol=1e-5, rtol=0)

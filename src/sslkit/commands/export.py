@@ -12,7 +12,9 @@ NAME = "export"
 EXPORT_EPILOG = """formats:
   hf    a transformers Dinov2Model folder (config.json + model.safetensors, and sslkit.json with the run's
         mean/std): transformers.Dinov2Model.from_pretrained(OUT) gives the same tokens as the sslkit ViT
-        (sslkit ViTs without register tokens; timm and ONNX export are not written yet)
+        (sslkit ViTs without register tokens)
+  timm  model.safetensors + timm.json: timm.create_model(model_name, pretrained=False, **kwargs) then
+        load_state_dict gives the same tokens (any sslkit ViT; ONNX export is not written yet)
 """
 
 
@@ -21,7 +23,7 @@ def add_parser(verbs) -> None:
                          description="Write a pretrained run's backbone in another library's format.",
                          epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN", help="an sslkit run directory (backbone.safetensors + backbone.json)")
-    p.add_argument("--format", default="hf", choices=["hf"], help="output format (default hf)")
+    p.add_argument("--format", default="hf", choices=["hf", "timm"], help="output format (default hf)")
     add_output_arguments(p, "runs/export-<run>-<format>-<time>")
     p.set_defaults(run=run)
 
@@ -29,7 +31,7 @@ def add_parser(verbs) -> None:
 def run(args) -> int:
     from sslkit.config import ConfigError
     from sslkit.nn.export import load_backbone
-    from sslkit.nn.export_formats import write_hf_dinov2
+    from sslkit.nn.export_formats import write_hf_dinov2, write_timm
     from sslkit.nn.vit import ViT
 
     out = output_dir(args.out, "export", Path(args.run_dir).name, args.format)
@@ -45,9 +47,11 @@ def run(args) -> int:
     extra = {"source_run": str(Path(args.run_dir).resolve()), "mean": meta.get("mean"), "std": meta.get("std"),
              "sslkit_extra": meta.get("extra")}
     try:
-        paths = write_results(out, lambda folder: {"config": write_hf_dinov2(model, folder, extra) / "config.json"},
+        writer = write_hf_dinov2 if args.format == "hf" else write_timm
+        paths = write_results(out, lambda folder: {"weights": writer(model, folder, extra) / "model.safetensors"},
                               args.overwrite)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    print(f"exported {args.run_dir} as a transformers Dinov2Model: {paths['config'].parent}")
+    what = "a transformers Dinov2Model" if args.format == "hf" else "a timm checkpoint (timm.json)"
+    print(f"exported {args.run_dir} as {what}: {paths['weights'].parent}")
     return 0

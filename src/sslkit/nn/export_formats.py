@@ -1,4 +1,5 @@
-"""An sslkit ViT written for other libraries (issue 21, item 6): a transformers ``Dinov2Model`` folder.
+"""An sslkit ViT written for other libraries (issue 21, item 6): a transformers ``Dinov2Model`` folder, or a timm
+checkpoint with the ``timm.create_model`` arguments that rebuild it.
 
 The inverse of the ``hf`` layout of :mod:`sslkit.nn.pretrained_weights`: ``qkv`` split into query/key/value,
 LayerScale as ``layer_scale{1,2}.lambda1`` (ones when the ViT has none), the final norm as ``layernorm``;
@@ -16,7 +17,7 @@ import torch
 
 from sslkit.atomic_files import save_safetensors_atomic, write_json_atomic
 
-__all__ = ["hf_dinov2_state", "write_hf_dinov2"]
+__all__ = ["hf_dinov2_state", "write_hf_dinov2", "timm_state", "write_timm"]
 
 
 def hf_dinov2_state(model) -> tuple[dict[str, torch.Tensor], dict]:
@@ -69,4 +70,39 @@ def write_hf_dinov2(model, out: str | Path, extra: dict | None = None) -> Path:
     write_json_atomic(out / "config.json", config)
     if extra:
         write_json_atomic(out / "sslkit.json", json.loads(json.dumps(extra, default=str)))
+    return out
+
+
+# timm's plain ViT entry, every shape argument overridden below (its own defaults are ViT-B/16's).
+TIMM_BASE_NAME = "vit_base_patch16_224"
+
+
+def timm_state(model) -> tuple[dict[str, torch.Tensor], dict]:
+    """(timm state dict, ``timm.create_model`` keyword arguments) of the sslkit ViT ``model``.
+
+    sslkit keeps DINOv2's position table (a class-token row, no register rows); timm's equivalent is
+    ``no_embed_class=True``: the class token's (constant) position is folded into ``cls_token``.
+    """
+    c = model.config
+    own = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "mask_token"}
+    own["cls_token"] = (own["cls_token"] + own["pos_embed"][:, :1]).contiguous()
+    own["pos_embed"] = own["pos_embed"][:, 1:].contiguous()
+    hidden = own["blocks.0.mlp.fc1.weight"].shape[0]
+    kwargs = {"img_size": c.img_size, "patch_size": c.patch_size, "in_chans": c.in_chans, "num_classes": 0,
+              "embed_dim": c.embed_dim, "depth": c.depth, "num_heads": c.num_heads, "mlp_ratio": hidden / c.embed_dim,
+              "qkv_bias": "blocks.0.attn.qkv.bias" in own, "init_values": c.layerscale_init or None,
+              "reg_tokens": c.num_registers, "no_embed_class": True, "class_token": True,
+              "dynamic_img_size": True}
+    return own, kwargs
+
+
+def write_timm(model, out: str | Path, extra: dict | None = None) -> Path:
+    """Write ``out/model.safetensors`` and ``out/timm.json`` ({"model_name", "kwargs"}): then
+    ``timm.create_model(model_name, pretrained=False, **kwargs).load_state_dict(load_file(...))``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state, kwargs = timm_state(model)
+    save_safetensors_atomic(out / "model.safetensors", state, metadata={"format": "pt"})
+    write_json_atomic(out / "timm.json", {"model_name": TIMM_BASE_NAME, "kwargs": kwargs,
+                                           **json.loads(json.dumps(extra or {}, default=str))})
     return out
