@@ -89,6 +89,9 @@ class OptimConfig:
     momentum_teacher: float = 0.992
     momentum_teacher_end: float = 1.0
     freeze_last_layer_epochs: float = 1
+    # Continued pretraining (model.init): the student backbone's lr is 0 for this many epochs while the fresh
+    # heads settle (LightlyTrain's student_freeze_backbone_epochs); 0: off.
+    freeze_backbone_epochs: float = 0.0
     layer_decay: float = 0.9
     patch_embed_lr_mult: float = 0.2
     clip_grad: float = 3.0

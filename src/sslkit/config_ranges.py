@@ -57,6 +57,7 @@ _GENERIC_RANGES: dict[str, str] = {
     "optim.momentum_teacher": "[0, 1]",
     "optim.momentum_teacher_end": "[0, 1]",
     "optim.freeze_last_layer_epochs": "[0, 1000000]",
+    "optim.freeze_backbone_epochs": "[0, 1000000]",
     "optim.layer_decay": "(0, 1]",
     "optim.patch_embed_lr_mult": "[0, 100]",
     "optim.clip_grad": "[0, 1000000]",

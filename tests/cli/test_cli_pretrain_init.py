@@ -43,3 +43,21 @@ def test_weights_that_do_not_fit_or_do_not_exist_stop_before_training(tmp_path, 
         err = capsys.readouterr().err
         assert "model.init" in err and needle in err, err
         assert not (out / "checkpoints").exists()
+
+
+def test_a_frozen_backbone_keeps_the_loaded_weights_while_the_heads_train(tmp_path):
+    # optim.freeze_backbone_epochs covering the whole run: the student backbone never moves, so its EMA teacher
+    # (the export) still equals the loaded weights exactly, while the loss changes (the heads train).
+    import torch
+    from safetensors.torch import load_file
+
+    source = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=16, patch_size=4,
+                               embed_dim=64, depth=2, num_heads=2, num_classes=0, in_chans=1)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    out = tmp_path / "frozen"
+    assert main(["pretrain", "--recipe", RECIPE, "--data", "digits", "--out", str(out),
+                 *tiny_dinov2({"model.init": tmp_path / "w.safetensors", "optim.freeze_backbone_epochs": 2,
+                               "model.layerscale_init": 1e-5})]) == 0
+    exported = load_file(str(out / "backbone.safetensors"))
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(exported[key], value, atol=0, rtol=0, msg=key)

@@ -21,7 +21,7 @@ BUILT_IN = ("shapes", "glyphs", "digits")
 ONE_STEP = ["trainer.max_steps=1", "trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=0",
             "monitor.knn_every_n_steps=0", "monitor.baselines=false", "monitor.count_flops=false",
             "monitor.max_bank_size=64"]
-LARGE = ("dinov2-vits16.yaml", "fast-dinov2-vitb16.yaml")
+LARGE = ("dinov2-vits16.yaml", "fast-dinov2-vitb16.yaml", "dinov2-continue-vits14.yaml")
 
 
 def recipes(built_in: bool) -> list[str]:

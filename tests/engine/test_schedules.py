@@ -90,3 +90,13 @@ def test_invalid_configuration_raises():
     with pytest.raises(ValueError, match="warmup_iters"):
         cosine_schedule(0, start=1.0, end=0.0, total_iters=10, warmup_iters=20)
     assert math.isfinite(cosine_schedule(0, start=1.0, end=0.0, total_iters=5, warmup_iters=5))
+
+
+def test_frozen_backbone_gets_lr_zero_then_the_schedule():
+    from sslkit.engine.schedules import DINOv2Schedules
+
+    s = DINOv2Schedules(total_iters=100, iters_per_epoch=10, lr_warmup_epochs=1, freeze_backbone_epochs=2,
+                        freeze_last_layer_epochs=0, teacher_temp_warmup_epochs=0)
+    assert [s.at(i)["backbone_lr_multiplier"] for i in (0, 19, 20, 99)] == [0.0, 0.0, 1.0, 1.0]
+    assert DINOv2Schedules(total_iters=10, iters_per_epoch=10, lr_warmup_epochs=0, freeze_last_layer_epochs=0,
+                           teacher_temp_warmup_epochs=0).at(0)["backbone_lr_multiplier"] == 1.0

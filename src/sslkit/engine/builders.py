@@ -154,7 +154,10 @@ def _schedules(cfg: RunConfig, total: int, iters_per_epoch: int, global_batch: i
             wd_start=o.weight_decay, wd_end=o.weight_decay_end,
             momentum_start=o.momentum_teacher, momentum_end=o.momentum_teacher_end,
             **{**t, "freeze_last_layer_epochs": capped(t["freeze_last_layer_epochs"])},
+            # only at the start of the run: a stage that restarts its schedules does not freeze again
+            freeze_backbone_epochs=o.freeze_backbone_epochs if warmup_cap_epochs is None else 0.0,
         )
     except ValueError as err:  # e.g. a warm-up longer than the run: name the recipe keys
         raise ConfigError(f"{err} (recipe keys optim.epochs, optim.iters_per_epoch, optim.warmup_epochs, "
-                          f"dinov2.warmup_teacher_temp_epochs, optim.freeze_last_layer_epochs)") from err
+                          f"dinov2.warmup_teacher_temp_epochs, optim.freeze_last_layer_epochs, "
+                          f"optim.freeze_backbone_epochs)") from err

@@ -58,6 +58,8 @@ class PretrainModule(L.LightningModule):
             lr = values["lr"] * group["lr_multiplier"]
             if group["is_last_layer"]:
                 lr *= values["last_layer_lr_multiplier"]
+            if group.get("is_backbone"):
+                lr *= values.get("backbone_lr_multiplier", 1.0)
             group["lr"] = lr
             group["weight_decay"] = values["wd"] * group["wd_multiplier"]
 

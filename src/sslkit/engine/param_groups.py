@@ -23,8 +23,8 @@ def no_weight_decay(name: str, param: nn.Parameter) -> bool:
 def dinov2_param_groups(student: nn.ModuleDict, layer_decay: float = 0.9, patch_embed_lr_mult: float = 0.2) -> list[dict]:
     """Groups for ``student = {"backbone": ViT, "dino_head": ..., ["ibot_head": ...]}``.
 
-    Each group carries ``lr_multiplier``, ``wd_multiplier`` and ``is_last_layer``; the engine sets
-    ``lr = lr_t · lr_multiplier`` (× 0 for the last layer while it is frozen) and
+    Each group carries ``lr_multiplier``, ``wd_multiplier``, ``is_last_layer`` and ``is_backbone``; the engine
+    sets ``lr = lr_t · lr_multiplier`` (× 0 for the last layer, or the backbone, while it is frozen) and
     ``weight_decay = wd_t · wd_multiplier`` every step.
     """
     backbone = student["backbone"]
@@ -46,10 +46,11 @@ def dinov2_param_groups(student: nn.ModuleDict, layer_decay: float = 0.9, patch_
                 lr_mult = 1.0
             wd_mult = 0.0 if no_weight_decay(name, param) else 1.0
             last = "last_layer" in name
-            key = (lr_mult, wd_mult, last)
+            in_backbone = module_name == "backbone"
+            key = (lr_mult, wd_mult, last, in_backbone)
             if key not in groups:
                 groups[key] = {"params": [], "names": [], "lr_multiplier": lr_mult, "wd_multiplier": wd_mult,
-                               "is_last_layer": last}
+                               "is_last_layer": last, "is_backbone": in_backbone}
             groups[key]["params"].append(param)
             groups[key]["names"].append(f"{module_name}.{name}")
     return list(groups.values())

@@ -124,6 +124,9 @@ class DINOv2Schedules:
     teacher_temp_end: float = 0.07
     teacher_temp_warmup_epochs: float = 30
     freeze_last_layer_epochs: float = 1
+    # Continued pretraining: the student backbone's lr is 0 for this long, so fresh heads settle on the loaded
+    # features first (LightlyTrain's student_freeze_backbone_epochs); the EMA teacher then stays put too.
+    freeze_backbone_epochs: float = 0
 
     def __post_init__(self) -> None:
         if self.total_iters < 1 or self.iters_per_epoch < 1:
@@ -131,7 +134,8 @@ class DINOv2Schedules:
                 f"total_iters and iters_per_epoch must be positive, got {self.total_iters} "
                 f"and {self.iters_per_epoch}."
             )
-        for name in ("lr_warmup_epochs", "teacher_temp_warmup_epochs", "freeze_last_layer_epochs"):
+        for name in ("lr_warmup_epochs", "teacher_temp_warmup_epochs", "freeze_last_layer_epochs",
+                     "freeze_backbone_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
         if self.lr_warmup_iters > self.total_iters:
@@ -154,6 +158,10 @@ class DINOv2Schedules:
     @property
     def freeze_last_layer_iters(self) -> int:
         return self._epochs_to_iters(self.freeze_last_layer_epochs)
+
+    @property
+    def freeze_backbone_iters(self) -> int:
+        return self._epochs_to_iters(self.freeze_backbone_epochs)
 
     def at(self, it: int) -> dict[str, float]:
         """Values at iteration ``it``.
@@ -185,6 +193,7 @@ class DINOv2Schedules:
                 warmup_iters=self.teacher_temp_warmup_iters,
             ),
             "last_layer_lr_multiplier": 0.0 if it < self.freeze_last_layer_iters else 1.0,
+            "backbone_lr_multiplier": 0.0 if it < self.freeze_backbone_iters else 1.0,
         }
 
 
