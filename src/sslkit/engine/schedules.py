@@ -159,16 +159,13 @@ class DINOv2Schedules:
     def freeze_last_layer_iters(self) -> int:
         return self._epochs_to_iters(self.freeze_last_layer_epochs)
 
-    @property
-    def freeze_backbone_iters(self) -> int:
-        return self._epochs_to_iters(self.freeze_backbone_epochs)
-
     def at(self, it: int) -> dict[str, float]:
         """Values at iteration ``it``.
 
         Returns:
-            ``{"lr", "wd", "momentum", "teacher_temp", "last_layer_lr_multiplier"}``; the
-            multiplier is 0 during the first ``freeze_last_layer_epochs`` and 1 after.
+            ``{"lr", "wd", "momentum", "teacher_temp", "last_layer_lr_multiplier", "backbone_lr_multiplier"}``;
+            the multipliers are 0 during the first ``freeze_last_layer_epochs`` / ``freeze_backbone_epochs``
+            and 1 after.
         """
         _check_iteration(it)
         return {
@@ -193,7 +190,7 @@ class DINOv2Schedules:
                 warmup_iters=self.teacher_temp_warmup_iters,
             ),
             "last_layer_lr_multiplier": 0.0 if it < self.freeze_last_layer_iters else 1.0,
-            "backbone_lr_multiplier": 0.0 if it < self.freeze_backbone_iters else 1.0,
+            "backbone_lr_multiplier": 0.0 if it < self._epochs_to_iters(self.freeze_backbone_epochs) else 1.0,
         }
 
 
