@@ -151,7 +151,7 @@ def _wider(tmp_path):
 
 def test_evaluate_reads_public_weights_with_their_shape_from_the_file(tmp_path):
     # `sslkit evaluate vit:PATH`: no recipe, the ViT is shaped from the checkpoint (here with 4 registers),
-    # its RGB filters summed for the 1-channel digits; kNN runs at 224 px.
+    # its RGB filters summed for the 1-channel digits; its default input is 224 px (kNN here at 56 to save time).
     import json
 
     from sslkit.cli import main
@@ -169,7 +169,7 @@ def test_evaluate_reads_public_weights_with_their_shape_from_the_file(tmp_path):
     assert encoder.image_size == 224 and encoder.module.config.num_registers == 4
     out = tmp_path / "eval"
     assert main(["evaluate", f"vit:{tmp_path / 'w.safetensors'}", "--data", "digits", "--protocols", "knn",
-                 "--knn-k", "10", "--no-cache", "--out", str(out)]) == 0
+                 "--knn-k", "10", "--no-cache", "--image-size", "56", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert "timm layout" in report["models"][0]["model"]["description"]
     assert 0.1 < report["models"][0]["results"]["knn"]["accuracy"]["10"] <= 1.0
