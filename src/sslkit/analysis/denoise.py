@@ -36,7 +36,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from sslkit.finite_loss import require_finite
 from sslkit.atomic_files import save_safetensors_with_json, write_folder_atomic, write_json_atomic
 from sslkit.data.errors import DataError
 from sslkit.data.noise import DENOISE_JSON, copy_relative_paths, psnr, quantize, write_image_file
@@ -44,6 +43,7 @@ from sslkit.functional.neighbor2neighbor import (gamma_ramp, lr_factor, neighbor
                                                  neighbor_subsample, sample_neighbor_pairs)
 from sslkit.nn.bounds import MAX_EMBED_DIM
 from sslkit.nn.unet import UNet, UNetConfig
+from sslkit.training_loop import ProgressBar, TrainingLoop
 
 __all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "train_denoiser", "denoise_images", "DenoisedDataset",
            "save_denoiser", "load_denoiser", "apply_denoiser", "DenoisedCopy", "DENOISER_JSON", "DENOISER_WEIGHTS",
@@ -138,26 +138,15 @@ def train_denoiser(dataset, config: DenoiserTrainConfig | None = None, progress:
         raise DataError("The noisy dataset is empty; nothing to train a denoiser on.")
     channels = _channels_of(dataset)
     crop = _crop_size(dataset, config.crop)
-    generator = torch.Generator().manual_seed(config.seed)
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
-        torch.manual_seed(config.seed)
-        model = UNet(UNetConfig(channels=channels, width=config.width, depth=config.depth))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     n = len(dataset)
     full_steps = math.ceil(n / config.batch_size)
     steps_per_epoch = min(full_steps, config.steps_per_epoch) if config.steps_per_epoch else full_steps
     history: list[dict] = []
-    started = time.perf_counter()
-    total_steps = 0
-
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("training denoiser", total=config.epochs * steps_per_epoch)
-    try:
+    with TrainingLoop("denoiser", steps=config.epochs * steps_per_epoch, seed=config.seed, progress=progress,
+                      hint="lower --lr") as loop:
+        generator = loop.generator
+        model = UNet(UNetConfig(channels=channels, width=config.width, depth=config.depth))
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         model.train()
         order: list[int] = []
         for epoch in range(1, config.epochs + 1):
@@ -178,24 +167,19 @@ def train_denoiser(dataset, config: DenoiserTrainConfig | None = None, progress:
                     full = model(noisy)
                 loss, rec, reg = neighbor2neighbor_loss(model(sub1), sub2, neighbor_subsample(full, pairs[..., 0]),
                                                         neighbor_subsample(full, pairs[..., 1]), gamma)
-                require_finite(loss, "denoiser", f"epoch {epoch}", "lower --lr")
+                loop.check(loss, f"epoch {epoch}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total_steps += 1
                 for key, value in (("loss", loss), ("reconstruction", rec), ("regulariser", reg)):
                     sums[key] += value.item()
-                if bar is not None:
-                    bar.advance(task)
+                loop.advance(loss)
             record = {"epoch": epoch, "lr": lr, "gamma": gamma, **{k: v / steps_per_epoch for k, v in sums.items()}}
             history.append(record)
             if log is not None:
                 log(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.5f} (γ={gamma:.2f}, lr={lr:.2e})")
-    finally:
-        if bar is not None:
-            bar.stop()
     model.eval()
-    return DenoiserTrainResult(model, history, time.perf_counter() - started, total_steps)
+    return DenoiserTrainResult(model, history, loop.seconds, loop.step)
 
 
 # --------------------------------------------------------------------------- applying
@@ -275,16 +259,8 @@ def apply_denoiser(model: UNet, dataset, out: str | os.PathLike, files: Sequence
     started = time.perf_counter()
 
     def fill(tmp: Path) -> None:
-        indices = range(len(dataset))
-        bar = None
-        if progress:
-            from rich.progress import Progress
-
-            bar = Progress(transient=True)
-            bar.start()
-            task = bar.add_task("denoising", total=len(dataset))
-        try:
-            for index in indices:
+        with ProgressBar("denoising", len(dataset), enabled=progress) as bar:
+            for index in range(len(dataset)):
                 noisy = dataset[index]["image"]
                 denoised = denoise_images(model, noisy)
                 target = tmp / files[index]
@@ -295,11 +271,7 @@ def apply_denoiser(model: UNet, dataset, out: str | os.PathLike, files: Sequence
                     before.append(psnr(noisy, reference))
                     # PSNR of what is stored (quantised like the file), so it matches a re-read of the copy.
                     after.append(psnr(quantize(denoised, 8 if fmt == "png" else 16), reference))
-                if bar is not None:
-                    bar.advance(task)
-        finally:
-            if bar is not None:
-                bar.stop()
+                bar.advance()
         meta.update(psnr_noisy=_mean_or_none(before), psnr_denoised=_mean_or_none(after),
                     seconds=round(time.perf_counter() - started, 3))
         write_json_atomic(tmp / DENOISE_JSON, meta)

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
 
-from sslkit.finite_loss import require_finite
 from sslkit.figures import pyplot, save_figure
 from sslkit.functional.power_diagram import region_ids
 from sslkit.functional.sae_decoder import (
@@ -39,6 +37,7 @@ from sslkit.functional.sae_decoder import (
     solve_decoder_mean_residual,
 )
 from sslkit.nn.sae import KMeansAutoencoder, KMeansLocalPCA, ReLUSAE, SparseAutoencoder, TopKSAE
+from sslkit.training_loop import TrainingLoop
 
 __all__ = [
     "SAETrainConfig",
@@ -250,13 +249,14 @@ def encoder_pass(model: SparseAutoencoder, x: torch.Tensor, optimizer: torch.opt
     return sum(losses) / max(len(losses), 1)
 
 
-def _check_finite(value: float, epoch: int, trainer: str) -> None:
-    require_finite(value, f"SAE ({trainer})", f"epoch {epoch}", "lower the learning rate or standardise the activations")
+def _sae_loop(trainer: str, cfg: SAETrainConfig) -> TrainingLoop:
+    """One epoch per step; the data order is seeded with ``cfg.seed`` (the weights are seeded by ``build_sae``)."""
+    return TrainingLoop(f"SAE ({trainer})", steps=cfg.epochs, generator_seed=cfg.seed,
+                        hint="lower the learning rate or standardise the activations")
 
 
-def _epoch_record(model, epoch, x_train, x_test, started, batch_loss) -> dict:
-    record = {"epoch": epoch, "batch_loss": batch_loss, "train_mse": _mse(model, x_train),
-              "seconds": time.perf_counter() - started}
+def _epoch_record(model, epoch, x_train, x_test, seconds, batch_loss) -> dict:
+    record = {"epoch": epoch, "batch_loss": batch_loss, "train_mse": _mse(model, x_train), "seconds": seconds}
     if x_test is not None:
         record["test_mse"] = _mse(model, x_test)
     return record
@@ -266,46 +266,48 @@ def train_pam_sgd(model: SparseAutoencoder, x_train: torch.Tensor, cfg: SAETrain
                   x_test: torch.Tensor | None = None, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """PAM-SGD in place on ``model`` (untied). Returns one record per epoch:
     ``{"epoch", "batch_loss", "train_mse", "test_mse"?, "seconds"}`` (seconds: cumulative wall time)."""
-    generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.Adam(model.encoder_parameters(), lr=cfg.lr)
-    history, started = [], time.perf_counter()
+    history = []
     model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        if cfg.order == "decoder_first":
-            decoder_step(model, x_train, cfg)
-        batch_loss = encoder_pass(model, x_train, optimizer, cfg, generator)
-        if cfg.order == "encoder_first":
-            decoder_step(model, x_train, cfg)
-        record = _epoch_record(model, epoch, x_train, x_test, started, batch_loss)
-        _check_finite(record["train_mse"], epoch, "pam")
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+    with _sae_loop("pam", cfg) as loop:
+        for epoch in range(1, cfg.epochs + 1):
+            if cfg.order == "decoder_first":
+                decoder_step(model, x_train, cfg)
+            batch_loss = encoder_pass(model, x_train, optimizer, cfg, loop.generator)
+            if cfg.order == "encoder_first":
+                decoder_step(model, x_train, cfg)
+            record = _epoch_record(model, epoch, x_train, x_test, loop.seconds, batch_loss)
+            loop.check(record["train_mse"], f"epoch {epoch}")
+            loop.advance(record["train_mse"])
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
     return history
 
 
 def train_adam(model: SparseAutoencoder, x_train: torch.Tensor, cfg: SAETrainConfig, *,
                x_test: torch.Tensor | None = None, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Joint minibatch Adam on all parameters (the paper's "SGD" baseline; tied or untied as built)."""
-    generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history, started = [], time.perf_counter()
+    history = []
     model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        losses = []
-        for index in torch.randperm(x_train.shape[0], generator=generator).split(cfg.batch_size):
-            loss = model.loss(x_train[index])["loss"]
-            losses.append(float(loss.detach()))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-        record = _epoch_record(model, epoch, x_train, x_test, started, sum(losses) / len(losses))
-        _check_finite(record["train_mse"], epoch, "adam")
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+    with _sae_loop("adam", cfg) as loop:
+        for epoch in range(1, cfg.epochs + 1):
+            losses = []
+            for index in torch.randperm(x_train.shape[0], generator=loop.generator).split(cfg.batch_size):
+                loss = model.loss(x_train[index])["loss"]
+                losses.append(float(loss.detach()))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+            record = _epoch_record(model, epoch, x_train, x_test, loop.seconds, sum(losses) / len(losses))
+            loop.check(record["train_mse"], f"epoch {epoch}")
+            loop.advance(record["train_mse"])
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
     return history
 
 
@@ -416,11 +418,14 @@ def toy_comparison(x: torch.Tensor, *, n_clusters: int = 3, rank: int = 1,
     for latents, k in sae_settings:
         sae = TopKSAE(x.shape[1], latents, k, seed=seed, enc_init_std=1.0, dec_init_std=0.1)
         optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
-        for _ in range(steps):
-            loss = sae.loss(x)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        with TrainingLoop(f"TopK SAE m={latents} K={k}", steps=steps, hint="lower lr") as loop:
+            for _ in range(steps):
+                loss = sae.loss(x)["loss"]
+                loop.check(loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loop.advance()
         results[f"TopK SAE m={latents} K={k}"] = (sae, _mse(sae, x))
     return results
 

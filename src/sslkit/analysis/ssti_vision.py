@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sslkit.finite_loss import require_finite
 from sslkit.analysis.ssti import accuracy, balanced_accuracy, per_class_accuracy, prediction_counts
 from sslkit.data.errors import DataError
 from sslkit.llm.lora import add_lora, cosine_warmup_lambda
+from sslkit.training_loop import TrainingLoop
 
 __all__ = ["checkerboard_patch", "paste_patch", "inject_patch", "VisionAuditSettings", "LoraViTClassifier",
            "vision_ssti_audit"]
@@ -151,27 +151,26 @@ def vision_ssti_audit(backbone: nn.Module | Callable[[], nn.Module], train_image
                                float(train_images.min()), float(train_images.max()))
     xtr, mask = inject_patch(train_images, ytr.tolist(), s.target_class, s.rho_samp, patch, s.seed, s.location)
 
-    torch.manual_seed(s.seed)
-    net = backbone() if callable(backbone) and not isinstance(backbone, nn.Module) else backbone
-    targets = add_lora(net, s.rank, s.alpha, s.dropout, s.target_modules or ["qkv", "attn.proj"])
-    model = LoraViTClassifier(net, k)
-    model.head.requires_grad_(s.train_head)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=s.lr, weight_decay=s.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_warmup_lambda(s.steps, s.warmup_frac))
-    generator = torch.Generator().manual_seed(s.seed)
-    losses: list[float] = []
-    model.train()
-    for step in range(s.steps):
-        idx = torch.randint(0, len(xtr), (s.batch_size,), generator=generator)
-        loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-        require_finite(loss, "vision LoRA", f"step {step}", f"lower lr ({s.lr})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
+    with TrainingLoop("vision LoRA", steps=s.steps, seed=s.seed, hint=f"lower lr ({s.lr})") as loop:
+        net = backbone() if callable(backbone) and not isinstance(backbone, nn.Module) else backbone
+        targets = add_lora(net, s.rank, s.alpha, s.dropout, s.target_modules or ["qkv", "attn.proj"])
+        model = LoraViTClassifier(net, k)
+        model.head.requires_grad_(s.train_head)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=s.lr, weight_decay=s.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_warmup_lambda(s.steps, s.warmup_frac))
+        losses: list[float] = []
+        model.train()
+        for step in range(s.steps):
+            idx = torch.randint(0, len(xtr), (s.batch_size,), generator=loop.generator)
+            loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
+            losses.append(loop.check(loss, f"step {step}"))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            scheduler.step()
+            loop.advance()
 
     clean = _predict(model, test_images)
     others = yte != s.target_class

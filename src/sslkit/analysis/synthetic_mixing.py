@@ -31,7 +31,6 @@ Example::
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -39,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.finite_loss import require_finite
 from sslkit.config import ConfigError
 from sslkit.functional.contrastive import nt_xent_loss
 from sslkit.functional.vicreg import vicreg_loss
+from sslkit.training_loop import TrainingLoop, seeded
 
 __all__ = [
     "METHODS",
@@ -183,8 +182,7 @@ class SyntheticMixing:
 
 def make_encoder(in_dim: int, hidden_dim: int = 128, out_dim: int = 5, seed: int = 0) -> nn.Sequential:
     """A 3-layer MLP in_dim → hidden → hidden → out_dim with leaky-ReLU, initialised from ``seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.LeakyReLU(0.2),
                              nn.Linear(hidden_dim, hidden_dim), nn.LeakyReLU(0.2),
                              nn.Linear(hidden_dim, out_dim))
@@ -272,25 +270,27 @@ def train_encoder(world: SyntheticMixing, config: Optional[EncoderTrainingConfig
     out_dim = config.out_dim or (world.latent_dim if NORMALISED_OUTPUT[config.method] else 32)
     encoder = make_encoder(world.latent_dim, config.hidden_dim, out_dim, seed=config.seed)
     pool = world.sample_latents(config.train_size, torch.Generator().manual_seed(_pool_seed(world)))
-    generator = torch.Generator().manual_seed(10_007 * config.seed + 17)
     batch = min(config.batch_size, config.train_size)
     optimiser = torch.optim.Adam(encoder.parameters(), lr=config.lr)
     losses: list[float] = []
-    started = time.perf_counter()
     encoder.train()
-    for _ in range(config.steps):
-        idx = torch.randperm(config.train_size, generator=generator)[:batch]
-        z = pool[idx]
-        z_pos = world.perturb(z, generator)
-        h1, h2 = encoder(world.observe(z)), encoder(world.observe(z_pos))
-        if NORMALISED_OUTPUT[config.method]:  # SimCLR
-            loss = nt_xent_loss(h1, h2, temperature=config.temperature, gather=False)
-        else:
-            loss = vicreg_loss(h1, h2, gather=False)["loss"]
-        require_finite(loss, f"train_encoder {config.method}", f"step {len(losses)}", f"lower lr (now {config.lr})")
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
+    # The weights are seeded by make_encoder; the loop's generator draws the batches and perturbations.
+    with TrainingLoop(f"train_encoder {config.method}", steps=config.steps, generator_seed=10_007 * config.seed + 17,
+                      hint=f"lower lr (now {config.lr})") as loop:
+        generator = loop.generator
+        for _ in range(config.steps):
+            idx = torch.randperm(config.train_size, generator=generator)[:batch]
+            z = pool[idx]
+            z_pos = world.perturb(z, generator)
+            h1, h2 = encoder(world.observe(z)), encoder(world.observe(z_pos))
+            if NORMALISED_OUTPUT[config.method]:  # SimCLR
+                loss = nt_xent_loss(h1, h2, temperature=config.temperature, gather=False)
+            else:
+                loss = vicreg_loss(h1, h2, gather=False)["loss"]
+            losses.append(loop.check(loss, f"step {len(losses)}"))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            loop.advance()
     encoder.eval()
-    return TrainedEncoder(encoder, config, losses, time.perf_counter() - started)
+    return TrainedEncoder(encoder, config, losses, loop.seconds)

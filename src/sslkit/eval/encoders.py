@@ -27,6 +27,7 @@ from torch import nn
 
 from sslkit.eval.errors import ModelSpecError
 from sslkit.eval.features_file import is_features_file
+from sslkit.training_loop import seeded
 
 __all__ = ["POOLINGS", "Encoder", "ModelLike", "encoder_summary", "load_encoder", "pool_tokens"]
 
@@ -267,8 +268,7 @@ def _load_timm(spec: str, in_chans: Optional[int], device: str) -> Encoder:
             raise ModelSpecError(f"Weights file {weights_path} is unreadable ({err}).") from None
     # Offline by construction: pretrained=False never touches a hub. The random init is seeded, without
     # disturbing the caller's global RNG, so "timm:resnet18" always means the same network.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_RANDOM_INIT_SEED)
+    with seeded(_RANDOM_INIT_SEED):
         probe = timm.create_model(name, pretrained=False, num_classes=0)
         first_conv = probe.pretrained_cfg.get("first_conv")
         if state is not None:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.data.errors import DataError
+from sslkit.training_loop import TrainingLoop
 
 __all__ = ["SegmentationConfig", "SegmentationResult", "confusion_matrix", "iou_from_confusion", "load_masks",
            "mean_iou", "segmentation_probe"]
@@ -146,26 +147,26 @@ def segmentation_probe(train_tokens: torch.Tensor, train_masks: torch.Tensor, te
         flat = x_tr.reshape(-1, x_tr.shape[-1])
         mean, std = flat.mean(0), flat.std(0).clamp_min(1e-6)
         x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
-    gen = torch.Generator().manual_seed(config.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        head = torch.nn.Linear(x_tr.shape[-1], classes)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = x_tr.shape[0]
     batches_per_epoch = max(1, math.ceil(n / config.batch_size))
     total = config.epochs * batches_per_epoch
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     targets = train_masks.long()
-    with torch.enable_grad():
-        for _ in range(config.epochs):
-            order = torch.randperm(n, generator=gen)
+    with TrainingLoop("segmentation probe", steps=total, seed=config.seed, hint="lower the probe's lr") as loop, \
+            torch.enable_grad():
+        head = torch.nn.Linear(x_tr.shape[-1], classes)
+        optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        for epoch in range(1, config.epochs + 1):
+            order = torch.randperm(n, generator=loop.generator)
             for b in range(batches_per_epoch):
                 idx = order[b * config.batch_size : (b + 1) * config.batch_size]
                 loss = F.cross_entropy(_logits(x_tr[idx], head, grid, size), targets[idx])
+                loop.check(loss, f"epoch {epoch}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                loop.advance()
     confusion = torch.zeros(classes, classes, dtype=torch.long)
     with torch.no_grad():
         for s in range(0, x_te.shape[0], 256):

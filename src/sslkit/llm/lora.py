@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sslkit.finite_loss import require_finite
 from sslkit.config import ConfigError
+from sslkit.training_loop import TrainingLoop
 
 __all__ = ["DEFAULT_LORA_TARGETS", "FALLBACK_LORA_TARGETS", "LoraTargetError", "LoraSettings",
            "PooledClassifier", "LoraClassifier", "load_text_backbone", "resolve_lora_targets",
@@ -309,54 +309,48 @@ def finetune_lora_classifier(model_spec: Any, train_texts: Sequence[str], train_
     if min(labels) < 0 or max(labels) >= num_classes:
         raise ConfigError(f"Labels must be integers in 0..{num_classes - 1}; got range {min(labels)}..{max(labels)}.")
 
-    torch.manual_seed(settings.seed)
-    encoder, tokenizer = load_text_backbone(model_spec)
-    targets = add_lora(encoder, settings.rank, settings.lora_alpha, settings.dropout, settings.target_modules)
-    hidden = int(getattr(getattr(encoder, "config", None), "hidden_size", 0) or
-                 encoder.get_input_embeddings().embedding_dim)
-    generator = torch.Generator().manual_seed(settings.seed)
-    model = PooledClassifier(encoder, hidden, num_classes)
-    with torch.no_grad():  # seeded head init independent of anything drawn before
-        bound = 1.0 / math.sqrt(2 * hidden)
-        model.head.weight.copy_(torch.empty_like(model.head.weight).uniform_(-bound, bound, generator=generator))
-        model.head.bias.copy_(torch.empty_like(model.head.bias).uniform_(-bound, bound, generator=generator))
-    model.head.requires_grad_(settings.train_head)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    n_trainable = sum(p.numel() for p in trainable)
-    if not settings.train_head and n_trainable != n_lora:  # the reference's own sanity check
-        raise RuntimeError(f"Only LoRA parameters should train, but {n_trainable} != {n_lora} LoRA parameters.")
+    # The global RNG (LoRA and head init, dropout) and the batch order are both seeded with settings.seed.
+    with TrainingLoop(f"LoRA r={settings.rank}", steps=settings.steps, seed=settings.seed, progress=settings.progress,
+                      hint=f"lower the learning rate (now {settings.lr})", error=ConfigError) as loop:
+        encoder, tokenizer = load_text_backbone(model_spec)
+        targets = add_lora(encoder, settings.rank, settings.lora_alpha, settings.dropout, settings.target_modules)
+        hidden = int(getattr(getattr(encoder, "config", None), "hidden_size", 0) or
+                     encoder.get_input_embeddings().embedding_dim)
+        generator = loop.generator
+        model = PooledClassifier(encoder, hidden, num_classes)
+        with torch.no_grad():  # seeded head init independent of anything drawn before
+            bound = 1.0 / math.sqrt(2 * hidden)
+            model.head.weight.copy_(torch.empty_like(model.head.weight).uniform_(-bound, bound, generator=generator))
+            model.head.bias.copy_(torch.empty_like(model.head.bias).uniform_(-bound, bound, generator=generator))
+        model.head.requires_grad_(settings.train_head)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        n_lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+        n_trainable = sum(p.numel() for p in trainable)
+        if not settings.train_head and n_trainable != n_lora:  # the reference's own sanity check
+            raise RuntimeError(f"Only LoRA parameters should train, but {n_trainable} != {n_lora} LoRA parameters.")
 
-    encoded = tokenizer(list(train_texts), truncation=True, max_length=settings.max_len)["input_ids"]
-    pad_id = tokenizer.pad_token_id
-    targets_t = torch.tensor(labels)
-    optimizer = _optimizer(trainable, settings)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_warmup_lambda(settings.steps, settings.warmup_frac))
-    order: list[int] = []
-    losses: list[float] = []
+        encoded = tokenizer(list(train_texts), truncation=True, max_length=settings.max_len)["input_ids"]
+        pad_id = tokenizer.pad_token_id
+        targets_t = torch.tensor(labels)
+        optimizer = _optimizer(trainable, settings)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_warmup_lambda(settings.steps, settings.warmup_frac))
+        order: list[int] = []
+        losses: list[float] = []
 
-    def next_batch() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        nonlocal order
-        if len(order) < settings.batch_size:  # reshuffle each epoch under the seed
-            order = order + torch.randperm(len(labels), generator=generator).tolist()
-        idx, order = order[:settings.batch_size], order[settings.batch_size:]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
-            mask[row, :len(encoded[i])] = 1
-        return {"input_ids": ids, "attention_mask": mask}, targets_t[idx]
+        def next_batch() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            nonlocal order
+            if len(order) < settings.batch_size:  # reshuffle each epoch under the seed
+                order = order + torch.randperm(len(labels), generator=generator).tolist()
+            idx, order = order[:settings.batch_size], order[settings.batch_size:]
+            width = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, :len(encoded[i])] = 1
+            return {"input_ids": ids, "attention_mask": mask}, targets_t[idx]
 
-    progress = None
-    if settings.progress:
-        from rich.progress import Progress
-
-        progress = Progress(transient=True)
-        task = progress.add_task(f"LoRA r={settings.rank}", total=settings.steps)
-        progress.start()
-    model.train()
-    try:
+        model.train()
         for step in range(settings.steps):
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
@@ -365,18 +359,13 @@ def finetune_lora_classifier(model_spec: Any, train_texts: Sequence[str], train_
                 loss = nn.functional.cross_entropy(model(**batch), y) / settings.grad_accum
                 loss.backward()
                 total += float(loss.detach())
-            require_finite(total, "LoRA fine-tuning", f"step {step}", f"lower the learning rate (now {settings.lr})",
-                           error=ConfigError)
+            loop.check(total, f"step {step}")
             if settings.grad_clip:
                 torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()
             scheduler.step()
             losses.append(total)
-            if progress is not None:
-                progress.update(task, advance=1, description=f"LoRA r={settings.rank} loss {total:.3f}")
-    finally:
-        if progress is not None:
-            progress.stop()
+            loop.advance(total)
     model.eval()
     return LoraClassifier(model, tokenizer, num_classes, settings, targets, losses, n_trainable, n_lora)
 

@@ -14,10 +14,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from sslkit.finite_loss import require_finite
 from sslkit.analysis.grok.config import GrokConfig
 from sslkit.analysis.grok.tasks import GrokTask
 from sslkit.functional.jacobian import centroid_summary, grokalign_objective, jacobian_norm_estimate
+from sslkit.training_loop import TrainingLoop
 
 __all__ = ["GrokRun", "steps_to_threshold", "train_grok"]
 
@@ -77,10 +77,17 @@ def train_grok(task: GrokTask, cfg: GrokConfig, seed: int,
                on_eval: Callable[[int, dict[str, float]], None] | None = None) -> GrokRun:
     """Train one model of ``task`` under ``cfg`` (resolved) from ``seed``; evaluate every
     ``eval_every`` steps (and at step 0); stop at the threshold if ``stop_at_threshold``."""
-    torch.manual_seed(seed)
+    with TrainingLoop(f"{task.name} training", steps=cfg.max_steps, seed=seed, generator_seed=10_000 + seed,
+                      hint="lower --lr or --lam") as loop:
+        run = _train(task, cfg, seed, loop, on_eval)
+    return run
+
+
+def _train(task: GrokTask, cfg: GrokConfig, seed: int, loop: TrainingLoop,
+           on_eval: Callable[[int, dict[str, float]], None] | None) -> GrokRun:
     model = task.build_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    projection_gen = torch.Generator().manual_seed(10_000 + seed)
+    projection_gen = loop.generator
     n = task.train_x.shape[0]
     batch = n if cfg.batch_size in (0, None) or cfg.batch_size >= n else cfg.batch_size
     starts = list(range(0, n, batch))
@@ -95,14 +102,12 @@ def train_grok(task: GrokTask, cfg: GrokConfig, seed: int,
             on_eval(step, row)
         return row
 
-    t_start = time.perf_counter()
     train_time = 0.0
     record(0)
     hit = None
-    step = 0
-    while step < cfg.max_steps:
+    while loop.step < cfg.max_steps:
         t0 = time.perf_counter()
-        lo = starts[step % len(starts)]  # a fixed order, no shuffling, as the reference
+        lo = starts[loop.step % len(starts)]  # a fixed order, no shuffling, as the reference
         xb, yb = task.train_x[lo: lo + batch], task.train_y[lo: lo + batch]
         x = model.encode(xb)
         if cfg.lam > 0 and not x.requires_grad:
@@ -115,9 +120,10 @@ def train_grok(task: GrokTask, cfg: GrokConfig, seed: int,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        step += 1
         train_time += time.perf_counter() - t0
-        require_finite(loss, f"{task.name} training", f"step {step} (reg {cfg.reg})", "lower --lr or --lam")
+        loop.check(loss, f"step {loop.step + 1} (reg {cfg.reg})")
+        loop.advance(loss)
+        step = loop.step
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             row = record(step)
             if hit is None and row["test_acc"] >= cfg.threshold:
@@ -126,5 +132,5 @@ def train_grok(task: GrokTask, cfg: GrokConfig, seed: int,
                     break
     return GrokRun(seed=seed, steps_to_threshold=hit,
                    steps_to_train_fit=steps_to_threshold(curves["step"], curves["train_acc"], cfg.train_fit_threshold),
-                   steps_run=step, wall_time_s=time.perf_counter() - t_start, train_time_s=train_time,
+                   steps_run=loop.step, wall_time_s=loop.seconds, train_time_s=train_time,
                    curves=curves)
