@@ -32,10 +32,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
+
+from sslkit.atomic_files import write_folder_atomic
 
 __all__ = ["SMOLLM2_PACKAGE", "SMOLLM2_GGUF", "SMOLLM2_PIN", "cache_root", "smollm2_gguf_path",
            "smollm2_cache_dir", "load_smollm2", "load_causal_lm", "context_length", "hidden_state_batches",
@@ -134,10 +134,7 @@ def _build_cache(directory: Path, gguf: Path) -> None:
     if missing:  # only the one-time GGUF conversion needs them
         raise FileNotFoundError(f"Converting the bundled GGUF model needs {' and '.join(missing)}: "
                                 f"pip install {' '.join(missing)}.")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.{uuid.uuid4().hex}.tmp"
-    tmp.mkdir()
-    try:
+    def fill(tmp: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
                                                      local_files_only=True, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True,
@@ -151,16 +148,10 @@ def _build_cache(directory: Path, gguf: Path) -> None:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(str(tmp))
         (tmp / _STAMP).write_text(json.dumps(_expected_stamp(gguf), indent=2) + "\n", encoding="utf-8")
-        if directory.exists():  # a stale cache (other package version): replace it
-            shutil.rmtree(directory, ignore_errors=True)
-        try:
-            os.rename(tmp, directory)
-        except OSError:
-            if not _cache_is_valid(directory, gguf):  # lost a race to another process: theirs is as good
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    # Built in a temporary sibling and renamed into place as a whole; a stale cache (another package
+    # version) is replaced, and a process converting at the same time writes an equally valid copy.
+    write_folder_atomic(directory, fill, overwrite=True)
 
 
 def load_smollm2(cache_dir: str | os.PathLike | None = None, *, rebuild: bool = False):
