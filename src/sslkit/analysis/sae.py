@@ -249,17 +249,28 @@ def encoder_pass(model: SparseAutoencoder, x: torch.Tensor, optimizer: torch.opt
     return sum(losses) / max(len(losses), 1)
 
 
-def _sae_loop(trainer: str, cfg: SAETrainConfig) -> TrainingLoop:
-    """One epoch per step; the data order is seeded with ``cfg.seed`` (the weights are seeded by ``build_sae``)."""
-    return TrainingLoop(f"SAE ({trainer})", steps=cfg.epochs, generator_seed=cfg.seed,
-                        hint="lower the learning rate or standardise the activations")
+def _train_epochs(trainer: str, model: SparseAutoencoder, x_train: torch.Tensor, x_test: torch.Tensor | None,
+                  cfg: SAETrainConfig, one_epoch: Callable[[torch.Generator], float],
+                  on_epoch: Callable[[dict], None] | None) -> list[dict]:
+    """Run ``one_epoch(generator) -> mean batch loss`` ``cfg.epochs`` times; one record per epoch.
 
-
-def _epoch_record(model, epoch, x_train, x_test, seconds, batch_loss) -> dict:
-    record = {"epoch": epoch, "batch_loss": batch_loss, "train_mse": _mse(model, x_train), "seconds": seconds}
-    if x_test is not None:
-        record["test_mse"] = _mse(model, x_test)
-    return record
+    The data order is seeded with ``cfg.seed`` (the weights are seeded by ``build_sae``)."""
+    history = []
+    model.train()
+    with TrainingLoop(f"SAE ({trainer})", steps=cfg.epochs, generator_seed=cfg.seed,
+                      hint="lower the learning rate or standardise the activations") as loop:
+        for epoch in range(1, cfg.epochs + 1):
+            batch_loss = one_epoch(loop.generator)
+            record = {"epoch": epoch, "batch_loss": batch_loss, "train_mse": _mse(model, x_train),
+                      "seconds": loop.seconds}
+            if x_test is not None:
+                record["test_mse"] = _mse(model, x_test)
+            loop.check(record["train_mse"], f"epoch {epoch}")
+            loop.advance(record["train_mse"])
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+    return history
 
 
 def train_pam_sgd(model: SparseAutoencoder, x_train: torch.Tensor, cfg: SAETrainConfig, *,
@@ -267,48 +278,36 @@ def train_pam_sgd(model: SparseAutoencoder, x_train: torch.Tensor, cfg: SAETrain
     """PAM-SGD in place on ``model`` (untied). Returns one record per epoch:
     ``{"epoch", "batch_loss", "train_mse", "test_mse"?, "seconds"}`` (seconds: cumulative wall time)."""
     optimizer = torch.optim.Adam(model.encoder_parameters(), lr=cfg.lr)
-    history = []
-    model.train()
-    with _sae_loop("pam", cfg) as loop:
-        for epoch in range(1, cfg.epochs + 1):
-            if cfg.order == "decoder_first":
-                decoder_step(model, x_train, cfg)
-            batch_loss = encoder_pass(model, x_train, optimizer, cfg, loop.generator)
-            if cfg.order == "encoder_first":
-                decoder_step(model, x_train, cfg)
-            record = _epoch_record(model, epoch, x_train, x_test, loop.seconds, batch_loss)
-            loop.check(record["train_mse"], f"epoch {epoch}")
-            loop.advance(record["train_mse"])
-            history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
-    return history
+
+    def one_epoch(generator: torch.Generator) -> float:
+        if cfg.order == "decoder_first":
+            decoder_step(model, x_train, cfg)
+        batch_loss = encoder_pass(model, x_train, optimizer, cfg, generator)
+        if cfg.order == "encoder_first":
+            decoder_step(model, x_train, cfg)
+        return batch_loss
+
+    return _train_epochs("pam", model, x_train, x_test, cfg, one_epoch, on_epoch)
 
 
 def train_adam(model: SparseAutoencoder, x_train: torch.Tensor, cfg: SAETrainConfig, *,
                x_test: torch.Tensor | None = None, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Joint minibatch Adam on all parameters (the paper's "SGD" baseline; tied or untied as built)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history = []
-    model.train()
-    with _sae_loop("adam", cfg) as loop:
-        for epoch in range(1, cfg.epochs + 1):
-            losses = []
-            for index in torch.randperm(x_train.shape[0], generator=loop.generator).split(cfg.batch_size):
-                loss = model.loss(x_train[index])["loss"]
-                losses.append(float(loss.detach()))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-            record = _epoch_record(model, epoch, x_train, x_test, loop.seconds, sum(losses) / len(losses))
-            loop.check(record["train_mse"], f"epoch {epoch}")
-            loop.advance(record["train_mse"])
-            history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
-    return history
+
+    def one_epoch(generator: torch.Generator) -> float:
+        losses = []
+        for index in torch.randperm(x_train.shape[0], generator=generator).split(cfg.batch_size):
+            loss = model.loss(x_train[index])["loss"]
+            losses.append(float(loss.detach()))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+        return sum(losses) / len(losses)
+
+    return _train_epochs("adam", model, x_train, x_test, cfg, one_epoch, on_epoch)
 
 
 def train_sae(x_train: torch.Tensor, cfg: SAETrainConfig, *, x_test: torch.Tensor | None = None,
