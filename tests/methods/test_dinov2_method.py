@@ -139,3 +139,22 @@ def test_shared_head_equals_a_separate_ibot_head_holding_the_same_weights():
     for (name, a), (_, b) in zip(shared.student["backbone"].named_parameters(),
                                  separate.student["backbone"].named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_the_fused_prototype_loss_equals_the_plain_head_output(separate):
+    """dinov2.fused_prototype_loss (the default) changes memory, not the loss or any gradient."""
+    import dataclasses
+
+    grads, losses = [], []
+    for fused in (True, False):
+        method = make_method(separate=separate)
+        method.cfg = dataclasses.replace(method.cfg, fused_prototype_loss=fused)
+        out = method(make_batch(), teacher_temp=0.04)
+        out["loss"].backward()
+        losses.append((out["dino_loss"].item(), out["ibot_loss"].item(), out["loss"].item()))
+        grads.append([p.grad.clone() for p in method.student.parameters()])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert losses[0][1] > 0  # iBOT ran
+    for a, b in zip(*grads):  # fp32: equal up to rounding, relative to each gradient's own scale
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()) + 1e-12)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sslkit.functional.prototype_logits import PrototypeLogits, prototype_scaled_logsumexp, teacher_dot_logits
 from sslkit.functional.soft_cross_entropy import scaled_logsumexp
 
 __all__ = [
@@ -39,7 +40,7 @@ def _crop_batch_size(rows: int, n_crops: int, what: str) -> int:
 
 
 def dino_cross_entropy_matrix(
-    student_logits: torch.Tensor,
+    student_logits: torch.Tensor | PrototypeLogits,
     teacher_probs: torch.Tensor,
     n_student_crops: int,
     n_teacher_crops: int,
@@ -48,7 +49,8 @@ def dino_cross_entropy_matrix(
     """Batch-mean cross-entropy between every teacher crop and every student crop.
 
     Args:
-        student_logits: ``(n_s * B, K)`` raw student head outputs, crop-major.
+        student_logits: ``(n_s * B, K)`` raw student head outputs, crop-major; or the same logits kept
+            factored (:class:`~sslkit.functional.prototype_logits.PrototypeLogits`), never formed.
         teacher_probs: ``(n_t * B, K)`` teacher probabilities (rows sum to 1), crop-major.
         n_student_crops: ``n_s``.
         n_teacher_crops: ``n_t``.
@@ -59,7 +61,7 @@ def dino_cross_entropy_matrix(
         ``mean_b H(p_t[b], s[b]) = mean_b -sum_k p_t[b,k] log softmax(s[b] / tau_s)_k``
         (arXiv 2304.07193, Sec. 3, DINO image-level objective).
     """
-    if student_logits.ndim != 2 or teacher_probs.ndim != 2:
+    if len(student_logits.shape) != 2 or teacher_probs.ndim != 2:
         raise ValueError(
             "dino_cross_entropy_matrix expects 2-D (rows, K) tensors, got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_probs.shape)}."
@@ -79,8 +81,17 @@ def dino_cross_entropy_matrix(
     dtype = _compute_dtype(student_logits.dtype)
     # H(p, softmax(z/τ)) = m·lse(z/τ) − (p·z)/τ with m = Σ_k p_k: no (rows, K) log-probabilities are
     # written or kept for backward (functional/soft_cross_entropy.py), which matters at K = 65 536.
-    lse = scaled_logsumexp(student_logits, student_temp).view(n_student_crops, b_s)
     p_t = teacher_probs.to(dtype).view(n_teacher_crops, b_t, k)
+    if isinstance(student_logits, PrototypeLogits):
+        # z = f Wᵀ never formed: p·z = (p W)·f, and lse recomputes its chunks in backward.
+        lse = prototype_scaled_logsumexp(student_logits, student_temp).view(n_student_crops, b_s)
+        p_w = teacher_dot_logits(teacher_probs, student_logits).view(n_teacher_crops, b_t, -1)
+        f_s = student_logits.features.to(dtype).view(n_student_crops, b_s, -1)
+        with torch.autocast(student_logits.device.type, enabled=False):
+            dot = torch.einsum("tbd,sbd->ts", p_w, f_s)
+            mass_lse = torch.einsum("tb,sb->ts", p_t.sum(-1), lse)
+        return (mass_lse - dot / student_temp) / b_s
+    lse = scaled_logsumexp(student_logits, student_temp).view(n_student_crops, b_s)
     z_s = student_logits.to(dtype).view(n_student_crops, b_s, k)
     # One contraction over (image, prototype) for all crop pairs at once; in full precision even under
     # bf16/fp16 autocast, which would otherwise run these bmm-backed einsums in half precision.
@@ -91,8 +102,8 @@ def dino_cross_entropy_matrix(
 
 
 def dino_loss(
-    student_global_logits: torch.Tensor,
-    student_local_logits: torch.Tensor | None,
+    student_global_logits: torch.Tensor | PrototypeLogits,
+    student_local_logits: torch.Tensor | PrototypeLogits | None,
     teacher_probs: torch.Tensor,
     n_global: int,
     student_temp: float = 0.1,

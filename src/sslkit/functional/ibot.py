@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from sslkit.functional.prototype_logits import PrototypeLogits, prototype_scaled_logsumexp, teacher_dot_logits
 from sslkit.functional.soft_cross_entropy import soft_cross_entropy
 
 __all__ = ["ibot_patch_loss", "mask_token_weights"]
@@ -35,7 +36,7 @@ def mask_token_weights(masks: torch.Tensor, dtype: torch.dtype = torch.float32) 
 
 
 def ibot_patch_loss(
-    student_patch_logits: torch.Tensor,
+    student_patch_logits: torch.Tensor | PrototypeLogits,
     teacher_patch_probs: torch.Tensor,
     token_weights: torch.Tensor,
     n_global_crops_total: int,
@@ -57,7 +58,7 @@ def ibot_patch_loss(
     Returns:
         Scalar loss.
     """
-    if student_patch_logits.shape != teacher_patch_probs.shape or student_patch_logits.ndim != 2:
+    if student_patch_logits.shape != teacher_patch_probs.shape or len(student_patch_logits.shape) != 2:
         raise ValueError(
             "ibot_patch_loss expects student logits and teacher probabilities of the same "
             f"(M, K) shape, got {tuple(student_patch_logits.shape)} and "
@@ -73,5 +74,14 @@ def ibot_patch_loss(
             f"n_global_crops_total must be the number of global crops (>= 1), got {n_global_crops_total}."
         )
     # H(p_t, softmax(s/τ)) per token without (M, K) log-probabilities (functional/soft_cross_entropy.py).
-    per_token = soft_cross_entropy(student_patch_logits, teacher_patch_probs, student_temp)
+    if isinstance(student_patch_logits, PrototypeLogits):
+        # The student logits z = f Wᵀ kept factored (functional/prototype_logits.py): m·lse(z/τ) − ((p W)·f)/τ.
+        lse = prototype_scaled_logsumexp(student_patch_logits, student_temp)
+        p_w = teacher_dot_logits(teacher_patch_probs, student_patch_logits)
+        with torch.autocast(student_patch_logits.device.type, enabled=False):
+            mass = teacher_patch_probs.detach().to(lse.dtype).sum(-1)
+            dot = (p_w * student_patch_logits.features.to(lse.dtype)).sum(-1)
+        per_token = mass * lse - dot / student_temp
+    else:
+        per_token = soft_cross_entropy(student_patch_logits, teacher_patch_probs, student_temp)
     return (per_token * token_weights.to(per_token.dtype)).sum() / n_global_crops_total

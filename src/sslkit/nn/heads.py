@@ -13,6 +13,8 @@ from torch import nn
 from torch.nn.init import trunc_normal_
 from torch.nn.utils.parametrizations import weight_norm
 
+from sslkit.functional.prototype_logits import PrototypeLogits
+
 __all__ = ["DINOHead", "ProjectionMLP"]
 
 
@@ -69,13 +71,24 @@ class DINOHead(nn.Module):
             self.last_layer.parametrizations.weight.original0.fill_(1.0)
         self.in_dim, self.out_dim, self.bottleneck_dim = in_dim, out_dim, bottleneck_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, in_dim) -> logits (N, out_dim)."""
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, in_dim) -> the L2-normalised bottleneck features (N, bottleneck_dim) the prototypes score."""
         z = self.mlp(x)
         # Normalise in float32 with eps 1e-6: 1e-12 underflows to 0 in fp16, and a bf16 norm
         # loses precision exactly where the prototype similarities are read.
-        z = F.normalize(z.float(), p=2.0, dim=-1, eps=1e-6).to(z.dtype)
-        return self.last_layer(z)
+        return F.normalize(z.float(), p=2.0, dim=-1, eps=1e-6).to(z.dtype)
+
+    def forward(self, x: torch.Tensor, factored: bool = False) -> torch.Tensor | PrototypeLogits:
+        """x: (N, in_dim) -> logits (N, out_dim).
+
+        ``factored=True`` returns the same logits kept factored — the features (N, bottleneck_dim) and the
+        weight-normalised prototypes (out_dim, bottleneck_dim) — for the losses that never form them
+        (``sslkit.functional.prototype_logits``). A keyword of ``forward``, not a method of its own, so that
+        FSDP and hooks wrap both."""
+        features = self.bottleneck(x)
+        if factored:
+            return PrototypeLogits(features, self.last_layer.weight)
+        return self.last_layer(features)
 
 
 class ProjectionMLP(nn.Module):
