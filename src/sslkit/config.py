@@ -72,6 +72,10 @@ class ModelConfig:
     # Dinov2Model folder, or a facebookresearch/dinov2 hub .pth; positions, patch size and channels are fitted
     # to this recipe (sslkit.nn.pretrained_weights). The teacher starts as a copy; heads start fresh.
     init: Optional[str] = None
+    # Recompute each block's activations in backward instead of keeping them (torch.utils.checkpoint through
+    # timm's checkpoint_seq): less memory for large backbones, one more backbone forward per step (a ViT preset
+    # or a timm model that supports it). benchmarks/RESULTS.md measures the trade.
+    grad_checkpointing: bool = False
 
 
 @dataclass

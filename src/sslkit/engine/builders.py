@@ -26,7 +26,10 @@ def build_backbone(cfg: RunConfig, in_chans: int, load_init: bool = True) -> "Vi
     """The recipe's backbone, with ``model.init``'s weights unless ``load_init`` is False (random init)."""
     m = cfg.model
     if is_pooled_arch(m.arch):
-        return TimmBackbone(timm_name(m.arch), in_chans=in_chans, **m.timm_kwargs)
+        backbone = TimmBackbone(timm_name(m.arch), in_chans=in_chans, **m.timm_kwargs)
+        if m.grad_checkpointing:
+            _checkpoint_blocks(backbone.model, m.arch)
+        return backbone
     # The position table is learned on the first stage's grid (fast-dinov2.md: img_size 112 for the
     # whole run) and interpolated for any other crop size.
     img_size = first_global_size(cfg)
@@ -44,7 +47,18 @@ def build_backbone(cfg: RunConfig, in_chans: int, load_init: bool = True) -> "Vi
             load_pretrained_vit(vit, m.init)
         except WeightsError as err:
             raise ConfigError(f"Config key 'model.init': {err}") from None
+    if m.grad_checkpointing:
+        _checkpoint_blocks(vit, m.arch)
     return vit
+
+
+def _checkpoint_blocks(model, arch: str) -> None:
+    """timm's ``set_grad_checkpointing``; one sentence if the model has none."""
+    try:
+        model.set_grad_checkpointing(True)
+    except (AttributeError, NotImplementedError, AssertionError):
+        raise ConfigError(f"Config key 'model.grad_checkpointing': the backbone '{arch}' does not support "
+                          "activation checkpointing; set it to false.") from None
 
 
 def build_method(cfg: RunConfig, in_chans: int) -> SSLMethod:
