@@ -14,7 +14,7 @@ from typing import Literal, Optional, Union
 class DataConfig:
     """Where images come from and how they are read."""
 
-    source: str = "shapes"  # 'shapes', 'digits', an image folder, or a .csv/.txt list of paths
+    source: str = "shapes"  # 'shapes', 'digits', an image folder, a .csv/.txt list of paths, or tar shards
     image_size: int = 32  # size the built-in datasets render at
     num_samples: Optional[int] = None  # built-in 'shapes'/'glyphs' train size (None: dataset default)
     # built-in 'shapes'/'glyphs' backgrounds (None: the dataset's default, texture for shapes, noise for glyphs)

@@ -14,7 +14,8 @@ and mode ``I`` whose values fit in 16 bits) by 65535; other 32-bit integer image
 2³²−1 after clipping negatives; float images (mode ``F``) are kept when already in
 [0, 1] and otherwise min-max scaled per image (a float image has no natural maximum).
 Alpha is dropped (``convert("RGB")``), palettes are expanded, and colour images are
-reduced to one channel with PIL's ITU-R 601 luma when ``channels=1``.
+reduced to one channel with PIL's ITU-R 601 luma when ``channels=1``. ``.dcm``/``.dicom`` files are
+read by :mod:`sslkit.data.dicom` (greyscale, rescale slope/intercept, 16-bit scaled as above).
 
 Truncated files fail to decode because PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
 left at its default (False); if some other code sets it True, truncated files load
@@ -24,6 +25,7 @@ with grey padding instead.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -33,11 +35,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sslkit.data.dicom import DICOM_EXTENSIONS, dicom_is_greyscale, is_dicom_name, read_dicom
 from sslkit.data.errors import DataError
 
-__all__ = ["ImageFolderDataset", "PathListDataset", "read_bad_files", "load_image"]
+__all__ = ["ImageFolderDataset", "PathListDataset", "read_bad_files", "load_image", "channels_of"]
 
-DEFAULT_EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp")
+DEFAULT_EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp") + DICOM_EXTENSIONS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAY_MEAN = (0.5,)
@@ -70,41 +73,55 @@ def _scaled_gray(image: Image.Image) -> np.ndarray:
     return (np.clip(array, 0, 2**32 - 1) / (2**32 - 1)).astype(np.float32)
 
 
-def load_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
+def load_image(path: str | os.PathLike, channels: int, data: bytes | None = None) -> torch.Tensor:
     """Decode one file fully into a (channels, H, W) float32 tensor in [0, 1].
 
+    ``data``, where given, holds the file's bytes (a member of a tar shard) and ``path`` only names it; a
+    ``.dcm`` name is read as DICOM (:mod:`sslkit.data.dicom`), anything else by PIL.
     Raises DataError naming the path when the file cannot be opened or decoded
     (corrupt, truncated, not an image).
     """
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode now: Image.open alone only reads the header
-            mode = image.mode
-            if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "RGBa", "PA"):
-                array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
-            elif _is_gray_mode(mode):
-                gray = _scaled_gray(image)
-                array = gray if channels == 1 else np.repeat(gray[:, :, None], 3, axis=2)
-            else:
-                array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(
-            f"Cannot decode image {os.fspath(path)} ({error}); replace or remove the file "
-            "(pretrain can skip unreadable images with data.skip_bad_files=true, Python skip_bad_files=True; "
-            "noise and denoise cannot, as their copies pair file for file with the source)."
-        ) from error
+    source = io.BytesIO(data) if data is not None else path
+    if is_dicom_name(path):
+        gray = read_dicom(source, os.fspath(path))
+        array = gray if channels == 1 else np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        array = _decoded_with_pil(source, os.fspath(path), channels)
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
-def _channels_of(path: Path) -> int:
-    """1 for a greyscale file (modes 1/L/LA/I/I;16/F), 3 otherwise."""
+def _decoded_with_pil(source, name: str, channels: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) float32 in [0, 1] by the scaling rules of the module docstring."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            image.load()  # decode now: Image.open alone only reads the header
+            mode = image.mode
+            if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "RGBa", "PA"):
+                return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+            if _is_gray_mode(mode):
+                gray = _scaled_gray(image)
+                return gray if channels == 1 else np.repeat(gray[:, :, None], 3, axis=2)
+            return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(
+            f"Cannot decode image {name} ({error}); replace or remove the file "
+            "(pretrain can skip unreadable images with data.skip_bad_files=true, Python skip_bad_files=True; "
+            "noise and denoise cannot, as their copies pair file for file with the source)."
+        ) from error
+
+
+def channels_of(path: str | os.PathLike, data: bytes | None = None) -> int:
+    """1 for a greyscale file (modes 1/L/LA/I/I;16/F, greyscale DICOM), 3 otherwise (``data``: as in load_image)."""
+    source = io.BytesIO(data) if data is not None else path
+    if is_dicom_name(path):
+        return 1 if dicom_is_greyscale(source, os.fspath(path)) else 3
+    try:
+        with Image.open(source) as image:
             return 1 if _is_gray_mode(image.mode) else 3
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(
-            f"Cannot open image {path} to decide channels='auto' ({error}); fix the file "
+            f"Cannot open image {os.fspath(path)} to decide channels='auto' ({error}); fix the file "
             "or pass channels=1 or channels=3 explicitly."
         ) from error
 
@@ -197,7 +214,7 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
         """1 or 3 from the first readable file's mode (only the first file unless skipping bad ones)."""
         for path in self.paths if skip_bad_files else self.paths[:1]:
             try:
-                return _channels_of(Path(path))
+                return channels_of(Path(path))
             except DataError:
                 if not skip_bad_files:
                     raise

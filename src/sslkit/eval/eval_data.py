@@ -39,7 +39,7 @@ def _folder_fingerprint(dataset: Dataset) -> str:
     while hasattr(base, "dataset"):
         base = base.dataset
     digest = hashlib.sha256()
-    for p in getattr(base, "paths", []):
+    for p in getattr(base, "fingerprint_files", None) or getattr(base, "paths", []):  # shards: the tar files
         try:
             st = os.stat(p)
             digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
