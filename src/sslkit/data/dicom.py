@@ -54,7 +54,8 @@ def read_dicom(source: str | os.PathLike | BinaryIO, name: str,
         stored = dataset.pixel_array
     except Exception as error:  # pydicom raises many types for bad pixel data; each means 'cannot decode'
         what = f"{syntax.name} " if syntax is not None and syntax.is_compressed else ""
-        raise DataError(f"Cannot decode the {what}pixel data of DICOM file {name} ({error}); replace the file or "
+        reason = " ".join(str(error).split())  # pydicom lists its plugins over several lines: keep one sentence
+        raise DataError(f"Cannot decode the {what}pixel data of DICOM file {name} ({reason}); replace the file or "
                         "convert it to uncompressed Explicit VR Little Endian (e.g. dcmdjpeg, gdcmconv --raw).",
                         path=name) from error
     return scaled_modality_values(np.asarray(stored), slope=float(dataset.get("RescaleSlope", 1.0) or 1.0),
