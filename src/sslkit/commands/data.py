@@ -55,5 +55,5 @@ def run_pack(args) -> int:
     dataset = open_image_source(args.source, args.split, args.size, args.num_samples, channels)
     result = pack_shards(dataset, out, args.shard_size, source=args.source, overwrite=args.overwrite or out.exists(),
                          progress=not args.no_progress)
-    Console().print(describe(result))
+    Console().print(describe(result), soft_wrap=True)  # the pattern stays one copyable line
     return 0
