@@ -77,7 +77,7 @@ def test_dicom_folders_and_shards_read_as_one_channel(tmp_path):
     assert len(folder) == 3 and folder.channels == 1
     result = pack_shards(folder, tmp_path / "shards", 2, source="src", progress=False)
     shards = ShardDataset(shard_files(result.pattern))
-    assert shards.channels == 1 and shards.names[0].endswith(".dcm")
+    assert shards.channels == 1 and shards.name(0).endswith(".dcm")
     for i in range(3):
         assert torch.equal(shards[i]["image"], folder[i]["image"])
 

@@ -103,7 +103,9 @@ class ShardDataset(torch.utils.data.Dataset):
         self.offsets = np.concatenate([np.asarray(e.offsets, dtype=np.int64) for e in entries])
         self.sizes = np.concatenate([np.asarray(e.sizes, dtype=np.int64) for e in entries])
         self.labels = np.concatenate([np.asarray(e.labels, dtype=np.int64) for e in entries])
-        self.names = np.concatenate([np.asarray(e.names, dtype=np.str_) for e in entries])
+        # Names as UTF-8 bytes (1 byte a character, where numpy's str_ takes 4): decoded when one is needed.
+        self._names = np.concatenate([np.array([n.encode("utf-8") for n in e.names], dtype=np.bytes_)
+                                      for e in entries])
         if class_names is None and (self.labels >= 0).any():
             class_names = [str(c) for c in range(int(self.labels.max()) + 1)]
         self.class_names = class_names if (self.labels >= 0).any() else None
@@ -125,8 +127,13 @@ class ShardDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.starts[-1])
 
+    def name(self, index: int) -> str:
+        """The tar member name of item ``index`` (e.g. ``000000000042.png``)."""
+        return self._names[index].decode("utf-8")
+
     def member_path(self, index: int) -> str:
-        return f"{self.files[self._shard_of(index)]}/{self.names[index]}"
+        """``SHARD.tar/MEMBER``: how items, errors and the bad-files log name a member."""
+        return f"{self.files[self._shard_of(index)]}/{self.name(index)}"
 
     def __getitem__(self, index: int) -> dict:
         if not self.skip_bad_files:
@@ -148,7 +155,7 @@ class ShardDataset(torch.utils.data.Dataset):
             image = load_image(name, self.channels, data=self._bytes(index))
         except DataError as error:
             shard = self.files[self._shard_of(index)]
-            raise DataError(f"Shard {shard}, member {self.names[index]}: {error}", path=name) from error.__cause__
+            raise DataError(f"Shard {shard}, member {self.name(index)}: {error}", path=name) from error.__cause__
         return {"image": image, "label": int(self.labels[index]), "path": name}
 
     def _shard_of(self, index: int) -> int:
@@ -165,7 +172,7 @@ class ShardDataset(torch.utils.data.Dataset):
         size = int(self.sizes[index])
         data = os.pread(self._handles[shard], size, int(self.offsets[index]))
         if len(data) != size:
-            raise DataError(f"Shard {self.files[shard]} ends inside member {self.names[index]} ({len(data)} of "
+            raise DataError(f"Shard {self.files[shard]} ends inside member {self.name(index)} ({len(data)} of "
                             f"{size} bytes); the shard was truncated: pack it again.", path=self.member_path(index))
         return data
 
@@ -173,7 +180,7 @@ class ShardDataset(torch.utils.data.Dataset):
         """1 or 3 from the first member (the first readable one when skipping bad files)."""
         for index in range(len(self) if self.skip_bad_files else 1):
             try:
-                return channels_of(self.names[index], data=self._bytes(index))
+                return channels_of(self.name(index), data=self._bytes(index))
             except DataError:
                 if not self.skip_bad_files:
                     raise
