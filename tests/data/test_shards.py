@@ -63,6 +63,17 @@ def test_open_data_reads_a_subset_of_shards_with_a_labelled_holdout(tmp_path):
     assert "labelled images from" in splits.description
 
 
+def test_a_pattern_of_packed_folders_reads_every_shard_of_each(tmp_path):
+    _pack(_folder_16bit(tmp_path / "src"), tmp_path / "part-0", 3)
+    _pack(_folder_16bit(tmp_path / "src1", per_class=(2, 2)), tmp_path / "part-1", 3)
+    files = shard_files(str(tmp_path / "part-{0..1}"))
+    assert [f"{f.parent.name}/{f.name}" for f in files] == [
+        "part-0/shard-000000.tar", "part-0/shard-000001.tar", "part-0/shard-000002.tar",
+        "part-1/shard-000000.tar", "part-1/shard-000001.tar"]
+    both = ShardDataset(files)
+    assert len(both) == 11 and torch.equal(both[7]["image"], ShardDataset(files[3:])[0]["image"])
+
+
 def _crop_jitter(image):
     return image + 0.1 * torch.rand(image.shape)
 

@@ -58,27 +58,30 @@ class ShardEntry:
 def shard_files(source: str) -> Optional[list[Path]]:
     """The tar shards ``source`` names, or None when it names no shards (a built-in set, a folder, a list).
 
-    Shards are named by a brace pattern (``DIR/shard-{000000..000099}.tar``), one ``.tar`` file, or a folder
-    holding ``shards.json``. A pattern whose files do not all exist is one DataError naming the missing ones.
+    Shards are named by a brace pattern of tars (``DIR/shard-{000000..000099}.tar``) or of folders written by
+    ``sslkit data pack`` (``DIR/part-{00..09}``: every shard of each), one ``.tar`` file, or one such folder.
+    A pattern whose names do not all exist is one DataError naming the missing ones.
     """
     path = Path(source)
     if path.is_dir():
-        if not (path / INDEX_NAME).is_file():
-            return None
-        index = _read_index_file(path / INDEX_NAME)
-        return [path / shard["file"] for shard in index["shards"]]
+        return _packed_folder(path) if (path / INDEX_NAME).is_file() else None
     if not (has_braces(source) or path.suffix.lower() == ".tar"):
         return None
-    files = [Path(name) for name in expand_braces(source)]
-    missing = [str(f) for f in files if not f.is_file()]
-    if len(missing) == len(files):
+    names = [Path(name) for name in expand_braces(source)]
+    missing = [str(f) for f in names if not (f.is_file() or (f / INDEX_NAME).is_file())]
+    if len(missing) == len(names):
         raise DataError(f"Data pattern '{source}' matches no file (e.g. {missing[0]} does not exist); check the "
                         "folder and the shard numbers (sslkit data pack prints the pattern of what it wrote).")
     if missing:
         shown = ", ".join(missing[:_MAX_LISTED_MISSING])
-        raise DataError(f"{len(missing)} of the {len(files)} shards of '{source}' do not exist ({shown}); "
+        raise DataError(f"{len(missing)} of the {len(names)} shards of '{source}' do not exist ({shown}); "
                         "fix the range or restore the files.")
-    return files
+    return [shard for name in names for shard in (_packed_folder(name) if name.is_dir() else [name])]
+
+
+def _packed_folder(folder: Path) -> list[Path]:
+    """Every shard a ``sslkit data pack`` folder's index lists, in its order."""
+    return [folder / shard["file"] for shard in _read_index_file(folder / INDEX_NAME)["shards"]]
 
 
 class ShardDataset(torch.utils.data.Dataset):
