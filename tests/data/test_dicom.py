@@ -63,6 +63,22 @@ def test_pixels_are_the_rescaled_values_scaled_as_16_bit(tmp_path):
     assert torch.equal(load_image(path, channels=3), image.repeat(3, 1, 1))
 
 
+def test_the_recipe_window_reaches_every_dicom_file_through_open_configured(tmp_path):
+    from sslkit.config import ConfigError, load_config
+    from sslkit.data.sources import open_configured
+
+    (tmp_path / "scans").mkdir()
+    _write_dicom(tmp_path / "scans" / "a.dcm", slope=1.0, intercept=-1024.0)
+    _write_dicom(tmp_path / "scans" / "b.dcm", slope=0.5, intercept=0.0)
+    cfg = load_config(None, [f"data.source={tmp_path / 'scans'}", "data.dicom_window=[-1024, 20000]"])
+    train = open_configured(cfg.data).train
+    for i, (slope, intercept) in enumerate(((1.0, -1024.0), (0.5, 0.0))):
+        expected = _by_hand(STORED, slope, intercept, (-1024.0, 20000.0))
+        np.testing.assert_allclose(train[i]["image"][0].numpy(), expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="data.dicom_window"):
+        load_config(None, ["data.dicom_window=[2000, -1000]"])
+
+
 def test_monochrome1_is_inverted(tmp_path):
     plain = load_image(_write_dicom(tmp_path / "m2.dcm"), channels=1)
     inverted = load_image(_write_dicom(tmp_path / "m1.dcm", photometric="MONOCHROME1"), channels=1)

@@ -24,4 +24,7 @@ class DataConfig:
     stats: Literal["dataset", "imagenet", "compute"] = "dataset"  # normalisation mean/std
     holdout_fraction: float = 0.1  # labelled user data: share held out for the kNN monitor
     skip_bad_files: bool = False
+    # DICOM: [low, high] in modality units (e.g. Hounsfield) mapped to [0, 1] for every file; None: each file's
+    # stored-bits range (sslkit.data.dicom)
+    dicom_window: Optional[tuple[float, float]] = None
     num_workers: int = 0

@@ -73,17 +73,19 @@ def _scaled_gray(image: Image.Image) -> np.ndarray:
     return (np.clip(array, 0, 2**32 - 1) / (2**32 - 1)).astype(np.float32)
 
 
-def load_image(path: str | os.PathLike, channels: int, data: bytes | None = None) -> torch.Tensor:
+def load_image(path: str | os.PathLike, channels: int, data: bytes | None = None,
+               dicom_window: tuple[float, float] | None = None) -> torch.Tensor:
     """Decode one file fully into a (channels, H, W) float32 tensor in [0, 1].
 
     ``data``, where given, holds the file's bytes (a member of a tar shard) and ``path`` only names it; a
-    ``.dcm`` name is read as DICOM (:mod:`sslkit.data.dicom`), anything else by PIL.
+    ``.dcm`` name is read as DICOM (:mod:`sslkit.data.dicom`, scaled by ``dicom_window`` where given), anything
+    else by PIL.
     Raises DataError naming the path when the file cannot be opened or decoded
     (corrupt, truncated, not an image).
     """
     source = io.BytesIO(data) if data is not None else path
     if is_dicom_name(path):
-        gray = read_dicom(source, os.fspath(path))
+        gray = read_dicom(source, os.fspath(path), window=dicom_window)
         array = gray if channels == 1 else np.repeat(gray[:, :, None], 3, axis=2)
     else:
         array = _decoded_with_pil(source, os.fspath(path), channels)
@@ -187,8 +189,10 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
         bad_files_log: str | os.PathLike | None,
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
+        dicom_window: tuple[float, float] | None = None,
     ):
         self.paths = [str(p) for p in paths]
+        self.dicom_window = dicom_window
         self.labels = list(labels)
         self.class_names = class_names
         self.num_classes = len(class_names) if class_names is not None else None
@@ -225,7 +229,7 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
 
     def _item(self, index: int) -> dict:
         try:
-            image = load_image(self.paths[index], self.channels)
+            image = load_image(self.paths[index], self.channels, dicom_window=self.dicom_window)
         except DataError as error:
             raise DataError(f"Item {index}: {error}", path=self.paths[index]) from error.__cause__
         if self.transform is not None:
@@ -254,7 +258,7 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
         bad = []
         for index in indices:
             try:
-                load_image(self.paths[index], self.channels)
+                load_image(self.paths[index], self.channels, dicom_window=self.dicom_window)
             except DataError as error:
                 bad.append(self.paths[index])
                 self._known_bad.add(index)
@@ -289,7 +293,8 @@ class ImageFolderDataset(_ImageFilesDataset):
     first file's mode; every image is converted to that count.
     ``mean``/``std`` default to ImageNet (3 channels) or (0.5,)/(0.25,) (1 channel).
     With ``skip_bad_files`` an unreadable image is replaced by the next readable one
-    (wrapping) and logged to ``bad_files_log`` (JSON lines, append mode).
+    (wrapping) and logged to ``bad_files_log`` (JSON lines, append mode). ``dicom_window``:
+    ``[low, high]`` in modality units for ``.dcm`` files (:func:`sslkit.data.dicom.read_dicom`).
     """
 
     def __init__(
@@ -302,6 +307,7 @@ class ImageFolderDataset(_ImageFilesDataset):
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        dicom_window: tuple[float, float] | None = None,
     ):
         root = Path(root)
         self.root = root
@@ -323,7 +329,7 @@ class ImageFolderDataset(_ImageFilesDataset):
         else:
             class_names, labels = None, [-1] * len(paths)
         super().__init__(paths, labels, class_names, f"Image folder {root}", channels, transform,
-                         skip_bad_files, bad_files_log, mean, std)
+                         skip_bad_files, bad_files_log, mean, std, dicom_window)
 
 
 def _read_list_file(list_file: Path) -> tuple[list[str], list[str] | None]:
@@ -382,6 +388,7 @@ class PathListDataset(_ImageFilesDataset):
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        dicom_window: tuple[float, float] | None = None,
     ):
         list_file = Path(list_file)
         self.list_file = list_file
@@ -412,4 +419,4 @@ class PathListDataset(_ImageFilesDataset):
             )
         labels, class_names = _label_indices(raw_labels) if raw_labels is not None else ([-1] * len(paths), None)
         super().__init__(paths, labels, class_names, f"List file {list_file}", channels, transform,
-                         skip_bad_files, bad_files_log, mean, std)
+                         skip_bad_files, bad_files_log, mean, std, dicom_window)

@@ -94,8 +94,10 @@ class ShardDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, files: Sequence[str | os.PathLike], channels: str | int = "auto",
-                 skip_bad_files: bool = False, bad_files_log: str | os.PathLike | None = None):
+                 skip_bad_files: bool = False, bad_files_log: str | os.PathLike | None = None,
+                 dicom_window: tuple[float, float] | None = None):
         self.files = [Path(f) for f in files]
+        self.dicom_window = dicom_window
         entries, class_names = _load_entries(self.files)
         counts = np.array([len(e.names) for e in entries], dtype=np.int64)
         if counts.sum() == 0:
@@ -155,7 +157,7 @@ class ShardDataset(torch.utils.data.Dataset):
     def _item(self, index: int) -> dict:
         name = self.member_path(index)
         try:
-            image = load_image(name, self.channels, data=self._bytes(index))
+            image = load_image(name, self.channels, data=self._bytes(index), dicom_window=self.dicom_window)
         except DataError as error:
             shard = self.files[self._shard_of(index)]
             raise DataError(f"Shard {shard}, member {self.name(index)}: {error}", path=name) from error.__cause__

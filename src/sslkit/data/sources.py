@@ -79,13 +79,14 @@ def open_configured(data: DataConfig, *, source: Optional[str] = None, holdout_f
                      background_noise=data.background_noise, channels=data.channels, stats=data.stats,
                      holdout_fraction=data.holdout_fraction if holdout_fraction is None else holdout_fraction,
                      skip_bad_files=data.skip_bad_files if skip_bad_files is None else skip_bad_files,
-                     bad_files_log=bad_files_log, seed=seed)
+                     bad_files_log=bad_files_log, seed=seed, dicom_window=data.dicom_window)
 
 
 def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] = None, background: Optional[str] = None,
               background_noise: float = 0.0, channels="auto",
               stats: str = "dataset", holdout_fraction: float = 0.1, skip_bad_files: bool = False,
-              bad_files_log: Optional[Path] = None, seed: int = 0) -> DataSplits:
+              bad_files_log: Optional[Path] = None, seed: int = 0,
+              dicom_window: Optional[tuple[float, float]] = None) -> DataSplits:
     """Open ``source`` ('shapes', 'glyphs', 'digits', a folder, a .csv/.txt list, or tar shards: a brace pattern
     such as 'DIR/shard-{000000..000099}.tar', one .tar, or a folder written by ``sslkit data pack``) for
     pretraining."""
@@ -111,7 +112,8 @@ def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] =
                             description=f"built-in '{source}' ({len(train)} train / {len(test)} test images)")
     else:
         path = Path(source)
-        common = {"channels": channels, "skip_bad_files": skip_bad_files, "bad_files_log": bad_files_log}
+        common = {"channels": channels, "skip_bad_files": skip_bad_files, "bad_files_log": bad_files_log,
+                  "dicom_window": dicom_window}
         shards = shard_files(source)
         if shards is not None:
             full = ShardDataset(shards, **common)
