@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from sslkit.data.errors import DataError
 from sslkit.data.folder import ImageFolderDataset, read_bad_files
+import sslkit.data.shards as shards_module
 from sslkit.data.shard_pack import pack_shards
 from sslkit.data.shards import INDEX_NAME, ShardDataset, shard_files
 from sslkit.data.sources import open_data
@@ -63,7 +64,7 @@ def test_open_data_reads_a_subset_of_shards_with_a_labelled_holdout(tmp_path):
     assert "labelled images from" in splits.description
 
 
-def test_a_pattern_of_packed_folders_reads_every_shard_of_each(tmp_path):
+def test_a_pattern_of_packed_folders_reads_every_shard_of_each(tmp_path, monkeypatch):
     _pack(_folder_16bit(tmp_path / "src"), tmp_path / "part-0", 3)
     _pack(_folder_16bit(tmp_path / "src1", per_class=(2, 2)), tmp_path / "part-1", 3)
     files = shard_files(str(tmp_path / "part-{0..1}"))
@@ -72,6 +73,10 @@ def test_a_pattern_of_packed_folders_reads_every_shard_of_each(tmp_path):
         "part-1/shard-000000.tar", "part-1/shard-000001.tar"]
     both = ShardDataset(files)
     assert len(both) == 11 and torch.equal(both[7]["image"], ShardDataset(files[3:])[0]["image"])
+    monkeypatch.setattr(shards_module, "MAX_OPEN_SHARDS", 2)  # random access over 5 shards, 2 open at a time
+    reads = [both[i]["image"] for i in (10, 0, 4, 8, 1, 10)]
+    assert len(both._handles) == 2 and torch.equal(reads[0], reads[-1])
+    assert all(torch.equal(image, ShardDataset(files)[i]["image"]) for image, i in zip(reads, (10, 0, 4, 8, 1, 10)))
 
 
 def _crop_jitter(image):
@@ -115,7 +120,7 @@ def test_a_corrupt_member_is_one_error_naming_shard_and_member(tmp_path):
 def test_a_corrupt_member_is_skipped_and_listed_with_skip_bad_files(tmp_path):
     result = _with_corrupt_member(tmp_path)
     log = tmp_path / "bad_files.txt"
-    shards = ShardDataset(shard_files(result.pattern), skip_bad_files=True, bad_files_log=log)
+    shards = open_data(result.pattern, skip_bad_files=True, bad_files_log=log).train  # as pretrain opens it
     items = [shards[i] for i in range(len(shards))]
     assert items[2]["path"].endswith("shard-000001.tar/000000000003.png")  # the next readable member
     assert read_bad_files(log) == [str(tmp_path / "shards" / "shard-000000.tar" / "000000000002.png")]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -35,6 +36,9 @@ from sslkit.data.folder import (DEFAULT_EXTENSIONS, GRAY_MEAN, GRAY_STD, IMAGENE
 
 INDEX_NAME = "shards.json"
 INDEX_FORMAT = "sslkit-shards-1"
+# Open shard files per process: random access over thousands of shards must stay under the usual limit of
+# 1024 descriptors (ulimit -n), with DataLoader workers and the rest of the process counted.
+MAX_OPEN_SHARDS = 64
 _MAX_LISTED_MISSING = 3
 
 __all__ = ["ShardDataset", "shard_files", "index_tar", "INDEX_NAME", "INDEX_FORMAT"]
@@ -116,7 +120,7 @@ class ShardDataset(torch.utils.data.Dataset):
         self.class_names = class_names if (self.labels >= 0).any() else None
         self.num_classes = len(self.class_names) if self.class_names is not None else None
         self.skip_bad_files, self.bad_files_log = skip_bad_files, bad_files_log
-        self._handles: dict[int, int] = {}  # shard number -> file descriptor, in this process only
+        self._handles: OrderedDict[int, int] = OrderedDict()  # shard -> descriptor, this process, least recent first
         self._pid = os.getpid()
         self._known_bad: set[int] = set()
         self.channels = self._auto_channels() if channels == "auto" else channels
@@ -151,7 +155,7 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_handles"] = {}  # descriptors stay with the process that opened them
+        state["_handles"] = OrderedDict()  # descriptors stay with the process that opened them
         return state
 
     def _item(self, index: int) -> dict:
@@ -170,16 +174,30 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def _bytes(self, index: int) -> bytes:
         shard = self._shard_of(index)
-        if self._pid != os.getpid():  # a forked worker: open its own descriptors
-            self._handles, self._pid = {}, os.getpid()
-        if shard not in self._handles:
-            self._handles[shard] = os.open(self.files[shard], os.O_RDONLY)
         size = int(self.sizes[index])
-        data = os.pread(self._handles[shard], size, int(self.offsets[index]))
+        data = os.pread(self._descriptor(shard), size, int(self.offsets[index]))
         if len(data) != size:
             raise DataError(f"Shard {self.files[shard]} ends inside member {self.name(index)} ({len(data)} of "
                             f"{size} bytes); the shard was truncated: pack it again.", path=self.member_path(index))
         return data
+
+    def _descriptor(self, shard: int) -> int:
+        """This process's descriptor of ``shard``, opened on first use; the least recently used one is closed
+        beyond ``MAX_OPEN_SHARDS``."""
+        if self._pid != os.getpid():  # a forked worker: the parent's descriptors are not its own to close
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        if shard in self._handles:
+            self._handles.move_to_end(shard)
+            return self._handles[shard]
+        try:
+            descriptor = os.open(self.files[shard], os.O_RDONLY)
+        except OSError as error:
+            raise DataError(f"Cannot open shard {self.files[shard]} ({error.strerror}); check that it still "
+                            "exists and is readable.") from error
+        self._handles[shard] = descriptor
+        while len(self._handles) > MAX_OPEN_SHARDS:
+            os.close(self._handles.popitem(last=False)[1])
+        return descriptor
 
     def _auto_channels(self) -> int:
         """1 or 3 from the first member (the first readable one when skipping bad files)."""
