@@ -71,6 +71,10 @@ def test_two_ranks_two_workers_see_every_sample_once_per_epoch(tmp_path):
         process.start()
     for process in ranks:
         process.join(timeout=60)
+    for process in ranks:
+        if process.is_alive():  # a hung rank fails the test instead of outliving it
+            process.kill()
+            process.join()
     assert [process.exitcode for process in ranks] == [0, 0]
     per_rank = json.loads(out.read_text())
     for epoch in range(2):
