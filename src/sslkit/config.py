@@ -526,6 +526,10 @@ def validate(cfg: RunConfig) -> None:
     need(0 <= cfg.data.holdout_fraction < 1,
          f"Config key 'data.holdout_fraction' must lie in [0, 1), got {cfg.data.holdout_fraction}.")
     need(cfg.data.channels in ("auto", 1, 3), f"Config key 'data.channels' must be 'auto', 1 or 3, got {cfg.data.channels!r}.")
+    window = cfg.data.dicom_window
+    need(window is None or window[0] < window[1],
+         f"Config key 'data.dicom_window' = {list(window or ())} must be [low, high] with low < high (modality units, "
+         "e.g. [-1000, 2000] Hounsfield), or null.")
     if cfg.curriculum:
         total = sum(stage.fraction for stage in cfg.curriculum)
         need(abs(total - 1.0) < 1e-6, f"Config key 'curriculum': the stage fractions must sum to 1, got {total:g}.")

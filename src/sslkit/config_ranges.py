@@ -28,6 +28,7 @@ _GENERIC_RANGES: dict[str, str] = {
     "data.num_samples": "[1, 100000000]",
     "data.background_noise": "[0, 10]",
     "data.holdout_fraction": "[0, 1)",
+    "data.dicom_window": "[-1000000000, 1000000000]",
     "data.num_workers": "[0, 1024]",
     "crops.global_size": f"[1, {MAX_IMAGE_SIZE}]",
     "crops.local_size": f"[1, {MAX_IMAGE_SIZE}]",

@@ -15,4 +15,5 @@ VERBS = [
     "sslkit.commands.ssti",
     "sslkit.commands.ntps",
     "sslkit.commands.export",
+    "sslkit.commands.data",
 ]

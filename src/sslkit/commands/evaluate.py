@@ -64,7 +64,8 @@ def add_parser(verbs) -> None:
                                      "report.html.",
                          epilog=EVALUATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", metavar="MODEL", help="run directory, timm:NAME[@weights], vit:PATH, or features file")
-    p.add_argument("--data", help="'shapes', 'digits', an image folder or a .csv/.txt path list")
+    p.add_argument("--data", help="'shapes', 'digits', an image folder, a .csv/.txt path list or tar shards "
+                                  "'DIR/shard-{000000..000099}.tar'")
     p.add_argument("--protocols", default="knn,linear,rankme", help="comma-separated protocols (see below)")
     add_output_arguments(p, "runs/evaluate-<data>-<time>")
     p.add_argument("--pooling", default="cls", choices=[x for x in POOLINGS if x != "patch"],

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sslkit.commands.run_dir import output_dir
+from sslkit.commands.run_dir import data_name, output_dir
 
 NAME = "pretrain"
 
@@ -19,6 +19,8 @@ data:
   shapes | glyphs | digits   built-in offline datasets (labelled; a kNN monitor runs on their test split)
   DIR                        an image folder; one subfolder per class gives labels
   FILE.csv | FILE.txt        a list of image paths (CSV: 'path' and optional 'label' columns)
+  'DIR/shard-{000000..000099}.tar'   tar shards written by 'sslkit data pack' (or DIR itself: every shard)
+  .dcm files                 greyscale DICOM in folders, lists and shards (pip install 'sslkit[dicom]')
 
 output (--out, default runs/<recipe>-<data>-<time>):
   config.yaml  metrics.jsonl  tensorboard/  checkpoints/  backbone.safetensors  backbone.json  report.json
@@ -34,7 +36,8 @@ def add_parser(verbs) -> None:
                          epilog=PRETRAIN_EPILOG + "\nrecipe keys (section: key=default; a recipe file sets them, key.sub=value "
                                 "overrides them):\n" + recipe_keys_help(),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="'shapes', 'glyphs', 'digits', an image folder or a .csv/.txt path list "
+    p.add_argument("--data", help="'shapes', 'glyphs', 'digits', an image folder, a .csv/.txt path list or tar "
+                                  "shards 'DIR/shard-{000000..000099}.tar' "
                                   "(default: the recipe's data.source)")
     p.add_argument("--recipe", help="YAML recipe, e.g. recipes/dinov2-tiny.yaml (default: the DINOv2 ViT-S/16 defaults)")
     p.add_argument("--out", help="run directory (default runs/<recipe>-<data>-<time>)")
@@ -46,7 +49,7 @@ def add_parser(verbs) -> None:
 
 def _default_out(recipe: str | None, data: str) -> Path:
     stem = Path(recipe).stem if recipe else "dinov2"
-    name = Path(data).name if data not in ("shapes", "glyphs", "digits") else data
+    name = data_name(data) if data not in ("shapes", "glyphs", "digits") else data
     return output_dir(None, stem, name)
 
 

@@ -18,6 +18,13 @@ def output_dir(out: Optional[str], *name_parts: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def data_name(data: str) -> str:
+    """A short name of a ``--data`` source for a default run directory: the folder of a shard pattern
+    (``DIR/shard-{000000..000099}.tar`` → ``DIR``'s name), else the last path part."""
+    path = Path(data)
+    return path.parent.name if "{" in path.name and path.parent.name else path.name
+
+
 def check_output_free(out: Path, overwrite: bool) -> None:
     """Refuse an existing, non-empty ``--out`` before any work is done, unless ``--overwrite``.
 
@@ -51,7 +58,7 @@ def report_on_models(args, verb: str, detail: str, compute: Callable[[Callable],
     from rich.console import Console
 
     console = Console()
-    out = output_dir(args.out, verb, Path(args.data).name if args.data else "features")
+    out = output_dir(args.out, verb, data_name(args.data) if args.data else "features")
     check_output_free(out, args.overwrite)  # before the work, not after it
     console.print(f"[bold]sslkit {verb}[/bold] {len(args.models)} model(s) on {args.data or 'features files'}"
                   f"{detail} → {out}")

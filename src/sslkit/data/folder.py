@@ -14,7 +14,8 @@ and mode ``I`` whose values fit in 16 bits) by 65535; other 32-bit integer image
 2³²−1 after clipping negatives; float images (mode ``F``) are kept when already in
 [0, 1] and otherwise min-max scaled per image (a float image has no natural maximum).
 Alpha is dropped (``convert("RGB")``), palettes are expanded, and colour images are
-reduced to one channel with PIL's ITU-R 601 luma when ``channels=1``.
+reduced to one channel with PIL's ITU-R 601 luma when ``channels=1``. ``.dcm``/``.dicom`` files are
+read by :mod:`sslkit.data.dicom` (greyscale, rescale slope/intercept, 16-bit scaled as above).
 
 Truncated files fail to decode because PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
 left at its default (False); if some other code sets it True, truncated files load
@@ -24,6 +25,7 @@ with grey padding instead.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -33,11 +35,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sslkit.data.dicom import DICOM_EXTENSIONS, dicom_is_greyscale, is_dicom_name, read_dicom
 from sslkit.data.errors import DataError
 
-__all__ = ["ImageFolderDataset", "PathListDataset", "read_bad_files", "load_image"]
+__all__ = ["ImageFolderDataset", "PathListDataset", "read_bad_files", "load_image", "channels_of"]
 
-DEFAULT_EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp")
+DEFAULT_EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp") + DICOM_EXTENSIONS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAY_MEAN = (0.5,)
@@ -70,41 +73,57 @@ def _scaled_gray(image: Image.Image) -> np.ndarray:
     return (np.clip(array, 0, 2**32 - 1) / (2**32 - 1)).astype(np.float32)
 
 
-def load_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
+def load_image(path: str | os.PathLike, channels: int, data: bytes | None = None,
+               dicom_window: tuple[float, float] | None = None) -> torch.Tensor:
     """Decode one file fully into a (channels, H, W) float32 tensor in [0, 1].
 
+    ``data``, where given, holds the file's bytes (a member of a tar shard) and ``path`` only names it; a
+    ``.dcm`` name is read as DICOM (:mod:`sslkit.data.dicom`, scaled by ``dicom_window`` where given), anything
+    else by PIL.
     Raises DataError naming the path when the file cannot be opened or decoded
     (corrupt, truncated, not an image).
     """
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode now: Image.open alone only reads the header
-            mode = image.mode
-            if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "RGBa", "PA"):
-                array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
-            elif _is_gray_mode(mode):
-                gray = _scaled_gray(image)
-                array = gray if channels == 1 else np.repeat(gray[:, :, None], 3, axis=2)
-            else:
-                array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(
-            f"Cannot decode image {os.fspath(path)} ({error}); replace or remove the file "
-            "(pretrain can skip unreadable images with data.skip_bad_files=true, Python skip_bad_files=True; "
-            "noise and denoise cannot, as their copies pair file for file with the source)."
-        ) from error
+    source = io.BytesIO(data) if data is not None else path
+    if is_dicom_name(path):
+        gray = read_dicom(source, os.fspath(path), window=dicom_window)
+        array = gray if channels == 1 else np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        array = _decoded_with_pil(source, os.fspath(path), channels)
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
-def _channels_of(path: Path) -> int:
-    """1 for a greyscale file (modes 1/L/LA/I/I;16/F), 3 otherwise."""
+def _decoded_with_pil(source, name: str, channels: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) float32 in [0, 1] by the scaling rules of the module docstring."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            image.load()  # decode now: Image.open alone only reads the header
+            mode = image.mode
+            if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "RGBa", "PA"):
+                return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+            if _is_gray_mode(mode):
+                gray = _scaled_gray(image)
+                return gray if channels == 1 else np.repeat(gray[:, :, None], 3, axis=2)
+            return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(
+            f"Cannot decode image {name} ({error}); replace or remove the file "
+            "(pretrain can skip unreadable images with data.skip_bad_files=true, Python skip_bad_files=True; "
+            "noise and denoise cannot, as their copies pair file for file with the source)."
+        ) from error
+
+
+def channels_of(path: str | os.PathLike, data: bytes | None = None) -> int:
+    """1 for a greyscale file (modes 1/L/LA/I/I;16/F, greyscale DICOM), 3 otherwise (``data``: as in load_image)."""
+    source = io.BytesIO(data) if data is not None else path
+    if is_dicom_name(path):
+        return 1 if dicom_is_greyscale(source, os.fspath(path)) else 3
+    try:
+        with Image.open(source) as image:
             return 1 if _is_gray_mode(image.mode) else 3
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(
-            f"Cannot open image {path} to decide channels='auto' ({error}); fix the file "
+            f"Cannot open image {os.fspath(path)} to decide channels='auto' ({error}); fix the file "
             "or pass channels=1 or channels=3 explicitly."
         ) from error
 
@@ -170,8 +189,10 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
         bad_files_log: str | os.PathLike | None,
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
+        dicom_window: tuple[float, float] | None = None,
     ):
         self.paths = [str(p) for p in paths]
+        self.dicom_window = dicom_window
         self.labels = list(labels)
         self.class_names = class_names
         self.num_classes = len(class_names) if class_names is not None else None
@@ -197,7 +218,7 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
         """1 or 3 from the first readable file's mode (only the first file unless skipping bad ones)."""
         for path in self.paths if skip_bad_files else self.paths[:1]:
             try:
-                return _channels_of(Path(path))
+                return channels_of(Path(path))
             except DataError:
                 if not skip_bad_files:
                     raise
@@ -208,7 +229,7 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
 
     def _item(self, index: int) -> dict:
         try:
-            image = load_image(self.paths[index], self.channels)
+            image = load_image(self.paths[index], self.channels, dicom_window=self.dicom_window)
         except DataError as error:
             raise DataError(f"Item {index}: {error}", path=self.paths[index]) from error.__cause__
         if self.transform is not None:
@@ -237,7 +258,7 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
         bad = []
         for index in indices:
             try:
-                load_image(self.paths[index], self.channels)
+                load_image(self.paths[index], self.channels, dicom_window=self.dicom_window)
             except DataError as error:
                 bad.append(self.paths[index])
                 self._known_bad.add(index)
@@ -272,7 +293,8 @@ class ImageFolderDataset(_ImageFilesDataset):
     first file's mode; every image is converted to that count.
     ``mean``/``std`` default to ImageNet (3 channels) or (0.5,)/(0.25,) (1 channel).
     With ``skip_bad_files`` an unreadable image is replaced by the next readable one
-    (wrapping) and logged to ``bad_files_log`` (JSON lines, append mode).
+    (wrapping) and logged to ``bad_files_log`` (JSON lines, append mode). ``dicom_window``:
+    ``[low, high]`` in modality units for ``.dcm`` files (:func:`sslkit.data.dicom.read_dicom`).
     """
 
     def __init__(
@@ -285,6 +307,7 @@ class ImageFolderDataset(_ImageFilesDataset):
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        dicom_window: tuple[float, float] | None = None,
     ):
         root = Path(root)
         self.root = root
@@ -306,7 +329,7 @@ class ImageFolderDataset(_ImageFilesDataset):
         else:
             class_names, labels = None, [-1] * len(paths)
         super().__init__(paths, labels, class_names, f"Image folder {root}", channels, transform,
-                         skip_bad_files, bad_files_log, mean, std)
+                         skip_bad_files, bad_files_log, mean, std, dicom_window)
 
 
 def _read_list_file(list_file: Path) -> tuple[list[str], list[str] | None]:
@@ -365,6 +388,7 @@ class PathListDataset(_ImageFilesDataset):
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        dicom_window: tuple[float, float] | None = None,
     ):
         list_file = Path(list_file)
         self.list_file = list_file
@@ -395,4 +419,4 @@ class PathListDataset(_ImageFilesDataset):
             )
         labels, class_names = _label_indices(raw_labels) if raw_labels is not None else ([-1] * len(paths), None)
         super().__init__(paths, labels, class_names, f"List file {list_file}", channels, transform,
-                         skip_bad_files, bad_files_log, mean, std)
+                         skip_bad_files, bad_files_log, mean, std, dicom_window)

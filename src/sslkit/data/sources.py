@@ -1,4 +1,4 @@
-"""Open what ``--data`` names: a built-in dataset, an image folder, or a list of paths.
+"""Open what ``--data`` names: a built-in dataset, an image folder, a list of paths, or tar shards.
 
 Returns untransformed datasets (items hold the image as a float tensor in [0, 1]) split into the
 part used for pretraining, the labelled memory bank and the held-out queries of the kNN monitor,
@@ -18,6 +18,7 @@ from sslkit.data.builtin import BUILTIN_DATASETS, load_builtin
 from sslkit.data.data_config import DataConfig
 from sslkit.data.errors import DataError
 from sslkit.data.folder import ImageFolderDataset, PathListDataset
+from sslkit.data.shards import ShardDataset, shard_files
 from sslkit.data.stats import compute_mean_std
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -78,14 +79,17 @@ def open_configured(data: DataConfig, *, source: Optional[str] = None, holdout_f
                      background_noise=data.background_noise, channels=data.channels, stats=data.stats,
                      holdout_fraction=data.holdout_fraction if holdout_fraction is None else holdout_fraction,
                      skip_bad_files=data.skip_bad_files if skip_bad_files is None else skip_bad_files,
-                     bad_files_log=bad_files_log, seed=seed)
+                     bad_files_log=bad_files_log, seed=seed, dicom_window=data.dicom_window)
 
 
 def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] = None, background: Optional[str] = None,
               background_noise: float = 0.0, channels="auto",
               stats: str = "dataset", holdout_fraction: float = 0.1, skip_bad_files: bool = False,
-              bad_files_log: Optional[Path] = None, seed: int = 0) -> DataSplits:
-    """Open ``source`` ('shapes', 'glyphs', 'digits', a folder, or a .csv/.txt list) for pretraining."""
+              bad_files_log: Optional[Path] = None, seed: int = 0,
+              dicom_window: Optional[tuple[float, float]] = None) -> DataSplits:
+    """Open ``source`` ('shapes', 'glyphs', 'digits', a folder, a .csv/.txt list, or tar shards: a brace pattern
+    such as 'DIR/shard-{000000..000099}.tar', one .tar, or a folder written by ``sslkit data pack``) for
+    pretraining."""
     if source in BUILTIN_DATASETS:
         kwargs = {"size": image_size}
         if background_noise:
@@ -108,16 +112,20 @@ def open_data(source: str, *, image_size: int = 32, num_samples: Optional[int] =
                             description=f"built-in '{source}' ({len(train)} train / {len(test)} test images)")
     else:
         path = Path(source)
-        common = {"channels": channels, "skip_bad_files": skip_bad_files, "bad_files_log": bad_files_log}
-        if path.is_dir():
+        common = {"channels": channels, "skip_bad_files": skip_bad_files, "bad_files_log": bad_files_log,
+                  "dicom_window": dicom_window}
+        shards = shard_files(source)
+        if shards is not None:
+            full = ShardDataset(shards, **common)
+        elif path.is_dir():
             full = ImageFolderDataset(path, **common)
         elif path.suffix.lower() in (".csv", ".txt") and path.is_file():
             full = PathListDataset(path, **common)
         elif path.exists():
             raise DataError(f"Data source '{source}' is neither a folder of images nor a .csv/.txt list of paths.")
         else:
-            raise DataError(f"Data source '{source}' does not exist; pass 'shapes', 'digits', an image folder "
-                            f"or a .csv/.txt list of image paths.")
+            raise DataError(f"Data source '{source}' does not exist; pass 'shapes', 'digits', an image folder, "
+                            f"a .csv/.txt list of image paths or tar shards ('DIR/shard-{{000000..000099}}.tar').")
         labelled = full.num_classes is not None and holdout_fraction > 0 and len(full) >= 10
         if labelled:
             train_idx, hold_idx = _holdout_split(len(full), holdout_fraction, seed)

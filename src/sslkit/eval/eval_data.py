@@ -39,7 +39,7 @@ def _folder_fingerprint(dataset: Dataset) -> str:
     while hasattr(base, "dataset"):
         base = base.dataset
     digest = hashlib.sha256()
-    for p in getattr(base, "paths", []):
+    for p in getattr(base, "fingerprint_files", None) or getattr(base, "paths", []):  # shards: the tar files
         try:
             st = os.stat(p)
             digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -66,7 +66,7 @@ def open_eval_data(data: str, image_size: Optional[int] = None, options: Optiona
     size = int(image_size or options.pop("image_size", None) or (32 if builtin else 224))
     options.pop("image_size", None)
     allowed = {"num_samples", "background", "background_noise", "channels", "stats", "holdout_fraction", "seed",
-               "skip_bad_files", "bad_files_log"}
+               "skip_bad_files", "bad_files_log", "dicom_window"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ConfigError(f"Unknown data option(s) {unknown}; allowed: {sorted(allowed)}.")
