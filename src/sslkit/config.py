@@ -121,6 +121,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     max_steps: Optional[int] = None  # stop early (schedules still span the whole recipe)
     progress_bar: bool = True
+    # torch.compile the transformer blocks and head MLPs of the student and teacher, in place (sslkit.engine.compile);
+    # the first steps pay the compilation. Not with strategy=fsdp.
+    compile: bool = False
 
 
 @dataclass
@@ -444,6 +447,9 @@ def _validate_trainer(t: "TrainerConfig", need) -> None:
                                     f"{', '.join(PRECISIONS)} (bf16-mixed is the fast choice on CPUs with bf16).")
     need(str(t.accelerator).lower() in ACCELERATORS,
          f"Config key 'trainer.accelerator' got {t.accelerator!r}; expected one of {', '.join(ACCELERATORS)}.")
+    need(not (t.compile and t.strategy == "fsdp"),
+         "Config key 'trainer.compile' = true is not supported with trainer.strategy=fsdp (the FSDP units wrap the "
+         "same blocks); use ddp, or set trainer.compile=false.")
     if t.strategy not in ("auto", "fsdp"):
         from lightning.pytorch.strategies import StrategyRegistry
 

@@ -262,6 +262,10 @@ def _pretrain_in(cfg: RunConfig, out: Path, strategy, ckpt: Optional[Path], log)
         trainer.callbacks.append(PlainProgress(max_steps, global_batch, log=log))
 
     method = build_method(cfg, data.channels)
+    if t.compile:
+        from sslkit.engine.compile import compile_step_modules
+
+        log(f"torch.compile: {compile_step_modules(method)} modules (blocks and head MLPs); the first steps compile")
     module = PretrainModule(method, schedules, dinov2_param_groups(method.student, cfg.optim.layer_decay,
                                                                    cfg.optim.patch_embed_lr_mult),
                             clip_grad=cfg.optim.clip_grad, betas=cfg.optim.betas, run_config=to_dict(cfg),
