@@ -9,8 +9,8 @@ On an sslkit ViT the ids come from :meth:`sslkit.nn.vit.ViT.layer_id` (the rule 
 ``sslkit.engine.param_groups``). timm's ``param_groups_layer_decay`` is not used for it: its ViT matcher
 groups the final norm with the last block and gives every name it does not match (here ``mask_token``) the
 top id, so the number of layers, and with it every block's rate, shifts with the unmatched names. Other timm
-models take their ids from their own ``group_matcher`` (timm ``group_parameters``), with the head above the
-deepest group. Biases, norms, LayerScale gammas and other 1-D parameters get no weight decay
+models take their ids from their own ``group_matcher`` (timm ``group_parameters``: 0 for the stem, one id per
+block or stage), with the head one above the deepest group. Biases, norms, LayerScale gammas and other 1-D parameters get no weight decay
 (``sslkit.engine.param_groups.no_weight_decay``).
 """
 
@@ -34,7 +34,7 @@ def backbone_layer_ids(backbone: nn.Module) -> tuple[Callable[[str], int], int]:
 
         layer_map = group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True)
         top = max(layer_map.values(), default=0)
-        return (lambda name: layer_map.get(name, top)), top - 1
+        return (lambda name: layer_map.get(name, top)), top
     return (lambda name: 0), -1  # a plain module: one layer, so every rate is lr·decay^0 = lr
 
 
