@@ -37,12 +37,29 @@ from sslkit.finite_loss import require_finite
 
 
 @contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int, *, numpy_and_python: bool = False) -> Iterator[None]:
     """Inside the block torch's global CPU RNG starts from ``seed``; afterwards the caller's RNG is as it was
-    (for seeded weight init that must not shift the caller's random stream)."""
+    (for seeded weight init that must not shift the caller's random stream).
+
+    ``numpy_and_python=True`` does the same for numpy's and Python's global generators (for code that draws
+    from them, such as timm's Mixup/CutMix)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        yield
+        if not numpy_and_python:
+            yield
+            return
+        import random
+
+        import numpy as np
+
+        numpy_state, python_state = np.random.get_state(), random.getstate()
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
 
 
 class ProgressBar:

@@ -23,6 +23,7 @@ LOOP_MODULES = {
     "analysis/ssti_vision.py": "vision_ssti_audit",
     "llm/lora.py": "finetune_lora_classifier",
     "eval/segmentation.py": "segmentation_probe",
+    "eval/finetune/training.py": "fit",
 }
 
 
@@ -47,6 +48,26 @@ def test_the_rng_is_restored_when_the_loop_fails():
             torch.rand(10)
             raise RuntimeError("boom")
     assert torch.equal(torch.rand(2), expected)
+
+
+def test_numpy_and_python_rngs_are_seeded_and_restored_on_request():
+    import random
+
+    import numpy as np
+
+    from sslkit.training_loop import seeded
+
+    np.random.seed(1)
+    random.seed(1)
+    expected = (np.random.rand(), random.random())
+    np.random.seed(1)
+    random.seed(1)
+    with seeded(5, numpy_and_python=True):
+        inside = (np.random.rand(), random.random())
+    assert (np.random.rand(), random.random()) == expected
+    np.random.seed(5)
+    random.seed(5)
+    assert inside == (np.random.rand(), random.random())
 
 
 def test_seed_none_leaves_the_global_rng_alone():

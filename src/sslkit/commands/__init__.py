@@ -5,6 +5,7 @@ VERBS = [
     "sslkit.commands.pretrain",
     "sslkit.commands.sae",
     "sslkit.commands.evaluate",
+    "sslkit.commands.finetune",
     "sslkit.commands.taskprior",
     "sslkit.commands.grok",
     "sslkit.commands.align",
