@@ -44,6 +44,7 @@ GRAY_MEAN = (0.5,)
 GRAY_STD = (0.25,)
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "F")  # plus every "I;16*" variant
 _MAX_LISTED_MISSING = 5
+_EIGHT_BIT_MODES = ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "RGBa", "PA")
 
 Transform = Callable[[torch.Tensor], object]
 
@@ -70,8 +71,12 @@ def _scaled_gray(image: Image.Image) -> np.ndarray:
     return (np.clip(array, 0, 2**32 - 1) / (2**32 - 1)).astype(np.float32)
 
 
-def load_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
+def load_image(path: str | os.PathLike, channels: int, keep_uint8: bool = False) -> torch.Tensor:
     """Decode one file fully into a (channels, H, W) float32 tensor in [0, 1].
+
+    ``keep_uint8``: an 8-bit file (modes 1, L, P, RGB, RGBA, CMYK, ...) is returned as its uint8 pixels
+    (0-255, not divided; a channels-last view, which torch resizes fastest) — for a transform that cuts crops
+    before converting to float (``MultiCropAugmentation``). Deeper files are float32 as always.
 
     Raises DataError naming the path when the file cannot be opened or decoded
     (corrupt, truncated, not an image).
@@ -80,7 +85,10 @@ def load_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
         with Image.open(path) as image:
             image.load()  # decode now: Image.open alone only reads the header
             mode = image.mode
-            if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "RGBa", "PA"):
+            if mode in _EIGHT_BIT_MODES and keep_uint8:
+                pixels = torch.from_numpy(np.array(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8))
+                return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+            if mode in _EIGHT_BIT_MODES:
                 array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
             elif _is_gray_mode(mode):
                 gray = _scaled_gray(image)
@@ -206,9 +214,9 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _item(self, index: int) -> dict:
+    def _item(self, index: int, keep_uint8: bool = False) -> dict:
         try:
-            image = load_image(self.paths[index], self.channels)
+            image = load_image(self.paths[index], self.channels, keep_uint8=keep_uint8)
         except DataError as error:
             raise DataError(f"Item {index}: {error}", path=self.paths[index]) from error.__cause__
         if self.transform is not None:
@@ -216,9 +224,16 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
         return {"image": image, "label": self.labels[index], "path": self.paths[index]}
 
     def __getitem__(self, index: int) -> dict:
+        return self.item(index)
+
+    def item(self, index: int, keep_uint8: bool = False) -> dict:
+        """``self[index]``; with ``keep_uint8`` an 8-bit file's image is its uint8 pixels (see
+        :func:`load_image`), unless the dataset has its own ``transform``, which gets floats as always."""
+        keep_uint8 = keep_uint8 and self.transform is None
         if not self.skip_bad_files:
-            return self._item(index)
-        item = first_readable(index, len(self.paths), self._known_bad, self._item, self.bad_files_log)
+            return self._item(index, keep_uint8)
+        read = lambda i: self._item(i, keep_uint8)  # noqa: E731
+        item = first_readable(index, len(self.paths), self._known_bad, read, self.bad_files_log)
         if item is not None:
             return item
         n = len(self.paths)
