@@ -1,8 +1,9 @@
-"""Pretraining's fast decode path (issue 21, item 5): an 8-bit file stays uint8 until its crops are cut.
+"""Pretraining's fast decode path (issue 21, item 5): an 8-bit file stays uint8 until its crops are cut, and a
+JPEG much larger than the crops is decoded at reduced size (draft mode).
 
 The crops are the same crops (the same random draws, so the same boxes, flips and photometric parameters)
-as from the float image, up to the uint8 rounding of the resized pixels; the stream stays a pure function of
-(seed, position).
+as from the float image, up to the uint8 rounding of the resized pixels, and from the full-size decode up to
+resampling; the stream stays a pure function of (seed, position).
 """
 
 from __future__ import annotations
@@ -110,3 +111,65 @@ def test_saturated_images_stay_in_range(tmp_path, pixels):
     high = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
     for view in views["global"] + views["local"]:
         assert bool(((view >= low.view(3, 1, 1) - 1e-5) & (view <= high.view(3, 1, 1) + 1e-5)).all())
+
+
+def test_decode_reduction_never_enlarges_the_smallest_crop():
+    aug = MultiCropAugmentation(224, 96, mean=MEAN, std=STD)
+    assert aug.decode_reduction(500, 375) == 1  # smallest global crop: 212 px short side < 224
+    assert aug.decode_reduction(4000, 3000) == 4 and aug.decode_reduction(9000, 7000) == 8
+    from sslkit.data.augment import _sample_crop_boxes
+
+    torch.manual_seed(0)
+    for (width, height) in ((4000, 3000), (1200, 2000), (900, 700)):
+        r = aug.decode_reduction(width, height)
+        for group in aug.groups:
+            boxes = _sample_crop_boxes(4000, height // r, width // r, (group.scale[0], group.scale[0] * 1.01))
+            assert min(min(h, w) for _, _, h, w in boxes) >= group.size - 1, (width, height, r, group.size)
+
+
+def test_boxes_drawn_on_the_reduced_image_are_the_full_boxes_scaled():
+    from sslkit.data.augment import _sample_crop_boxes
+
+    for scale in ((0.32, 1.0), (0.05, 0.32)):
+        torch.manual_seed(3)
+        full = torch.tensor(_sample_crop_boxes(3000, 3000, 4000, scale), dtype=torch.float64)
+        torch.manual_seed(3)
+        reduced = torch.tensor(_sample_crop_boxes(3000, 750, 1000, scale), dtype=torch.float64) * 4
+        # Integer rounding on the 4x coarser grid; rarely a try fits on one grid and not the other, and a later
+        # try (another box) is taken.
+        close = ((reduced - full).abs().max(dim=1).values <= 6).double().mean()
+        assert close > 0.99, close
+        area_full = full[:, 2] * full[:, 3] / (3000 * 4000)
+        area_reduced = reduced[:, 2] * reduced[:, 3] / (3000 * 4000)
+        q = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)  # the crop-area distribution, percentile by percentile
+        assert float((area_reduced.quantile(q) - area_full.quantile(q)).abs().max()) < 0.005
+        assert abs(float(area_reduced.mean() - area_full.mean())) < 1e-3
+
+
+def test_draft_decoding_gives_the_same_crops_up_to_resampling(tmp_path):
+    path = _photo(tmp_path / "big.jpg", 4, size=(1600, 1200))
+    aug = MultiCropAugmentation(96, 48, n_local=4, mean=MEAN, std=STD)
+    assert aug.decode_reduction(1600, 1200) == 4
+    small = load_image(path, 3, keep_uint8=True, reduction=aug.decode_reduction)
+    assert small.shape == (3, 300, 400)
+    gaps = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        fast = aug(small)
+        torch.manual_seed(seed)
+        full = aug(load_image(path, 3, keep_uint8=True))
+        for kind in ("global", "local"):
+            for a, b in zip(fast[kind], full[kind]):
+                gaps.append(((a - b) * torch.tensor(STD).view(3, 1, 1)).abs().flatten())
+    gaps = torch.cat(gaps)
+    assert gaps.mean() < 2 / 255, gaps.mean() * 255  # measured 0.96/255: DCT scaling vs bicubic, box rounding
+
+
+def test_the_stream_decodes_large_jpegs_at_reduced_size(tmp_path):
+    _photo(tmp_path / "big.jpg", 5, size=(1600, 1200))
+    aug = MultiCropAugmentation(96, 48, n_local=2, mean=MEAN, std=STD)
+    shapes = []
+    original = aug._crops
+    aug._crops = lambda image, group: shapes.append(tuple(image.shape)) or original(image, group)
+    AugmentedStream(ImageFolderDataset(tmp_path, channels=3), aug, seed=0)[0]
+    assert shapes == [(3, 300, 400)] * 2

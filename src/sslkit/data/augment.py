@@ -29,6 +29,7 @@ __all__ = ["MultiCropAugmentation", "EvalTransform"]
 
 _BLUR_KERNEL = 9
 _SOLARIZE_THRESHOLD = 0.5  # = 128 on the 8-bit scale of the reference
+_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range (width / height)
 
 
 def _blur_kernel(crop_size: int) -> int:
@@ -339,6 +340,20 @@ class MultiCropAugmentation:
             x = _on_subset(x, blur.tolist(), lambda crops, s: _gaussian_blur(crops, group.kernel, s), sigma)
         x = _on_subset(x, solar.tolist(), _solarize)
         return (x.clamp_(0.0, 1.0) - self.mean) / self.std
+
+    def decode_reduction(self, width: int, height: int) -> int:
+        """The largest r in (1, 2, 4, 8) by which a ``width`` x ``height`` image may be shrunk before cropping
+        (JPEG draft decoding) such that even the smallest crop any group can draw still covers at least its
+        output size in pixels, i.e. no crop is enlarged that the full image would have let shrink.
+
+        The crop boxes are drawn on the reduced image by the same rule and the same random numbers; the rule is
+        scale-free (area fraction, aspect ratio, relative position), so each box is the full-size box scaled by
+        1/r up to integer rounding, and the distribution of crops is unchanged. For 500x375 photos and DINOv2's
+        224/96 crops r is 1 (the smallest global crop is 212 px on its short side); for a 4000x3000 photo, 4.
+        """
+        allowed = min(math.sqrt(group.scale[0] * width * height * _RATIO[0]) / group.size for group in self.groups
+                      if len(group.blur_p))
+        return next(r for r in (8, 4, 2, 1) if r <= allowed or r == 1)
 
     def global_views(self, image: torch.Tensor) -> list[torch.Tensor]:
         """The global crops only. Their random draws come first in :meth:`__call__`, so under the same

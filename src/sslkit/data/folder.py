@@ -71,18 +71,25 @@ def _scaled_gray(image: Image.Image) -> np.ndarray:
     return (np.clip(array, 0, 2**32 - 1) / (2**32 - 1)).astype(np.float32)
 
 
-def load_image(path: str | os.PathLike, channels: int, keep_uint8: bool = False) -> torch.Tensor:
+def load_image(path: str | os.PathLike, channels: int, keep_uint8: bool = False,
+               reduction: Callable[[int, int], int] | None = None) -> torch.Tensor:
     """Decode one file fully into a (channels, H, W) float32 tensor in [0, 1].
 
     ``keep_uint8``: an 8-bit file (modes 1, L, P, RGB, RGBA, CMYK, ...) is returned as its uint8 pixels
     (0-255, not divided; a channels-last view, which torch resizes fastest) — for a transform that cuts crops
     before converting to float (``MultiCropAugmentation``). Deeper files are float32 as always.
+    ``reduction(width, height)`` (with ``keep_uint8``): a JPEG is decoded at 1/r of its size (PIL's draft mode:
+    the DCT scaled while decoding, r = 2, 4 or 8) when it returns r > 1 — for a transform that says how far
+    it can shrink the image without any crop then being enlarged (``MultiCropAugmentation.decode_reduction``).
 
     Raises DataError naming the path when the file cannot be opened or decoded
     (corrupt, truncated, not an image).
     """
     try:
         with Image.open(path) as image:
+            factor = reduction(*image.size) if keep_uint8 and reduction is not None else 1
+            if factor > 1 and image.format == "JPEG":
+                image.draft("L" if channels == 1 else "RGB", (-(-image.size[0] // factor), -(-image.size[1] // factor)))
             image.load()  # decode now: Image.open alone only reads the header
             mode = image.mode
             if mode in _EIGHT_BIT_MODES and keep_uint8:
@@ -214,9 +221,9 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _item(self, index: int, keep_uint8: bool = False) -> dict:
+    def _item(self, index: int, keep_uint8: bool = False, reduction: Callable[[int, int], int] | None = None) -> dict:
         try:
-            image = load_image(self.paths[index], self.channels, keep_uint8=keep_uint8)
+            image = load_image(self.paths[index], self.channels, keep_uint8=keep_uint8, reduction=reduction)
         except DataError as error:
             raise DataError(f"Item {index}: {error}", path=self.paths[index]) from error.__cause__
         if self.transform is not None:
@@ -226,13 +233,14 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         return self.item(index)
 
-    def item(self, index: int, keep_uint8: bool = False) -> dict:
-        """``self[index]``; with ``keep_uint8`` an 8-bit file's image is its uint8 pixels (see
-        :func:`load_image`), unless the dataset has its own ``transform``, which gets floats as always."""
+    def item(self, index: int, keep_uint8: bool = False, reduction: Callable[[int, int], int] | None = None) -> dict:
+        """``self[index]``; with ``keep_uint8`` an 8-bit file's image is its uint8 pixels, a JPEG possibly
+        decoded at reduced size (``reduction``, see :func:`load_image`), unless the dataset has its own
+        ``transform``, which gets full-size floats as always."""
         keep_uint8 = keep_uint8 and self.transform is None
         if not self.skip_bad_files:
-            return self._item(index, keep_uint8)
-        read = lambda i: self._item(i, keep_uint8)  # noqa: E731
+            return self._item(index, keep_uint8, reduction)
+        read = lambda i: self._item(i, keep_uint8, reduction)  # noqa: E731
         item = first_readable(index, len(self.paths), self._known_bad, read, self.bad_files_log)
         if item is not None:
             return item

@@ -64,11 +64,12 @@ class AugmentedStream(Dataset):
 
     def _read(self, index: int) -> dict:
         """``dataset[index]``; from image files an 8-bit file's pixels stay uint8 when the transform takes
-        them (``accepts_uint8``: MultiCropAugmentation cuts its crops before converting them to float)."""
+        them (``accepts_uint8``: MultiCropAugmentation cuts its crops before converting them to float), and a
+        JPEG is decoded at the reduced size the transform allows (``decode_reduction``), if any."""
         if getattr(self.transform, "accepts_uint8", False):
             files, inner = _image_files_and_index(self.dataset, index)
             if files is not None:
-                return files.item(inner, keep_uint8=True)
+                return files.item(inner, keep_uint8=True, reduction=getattr(self.transform, "decode_reduction", None))
         return self.dataset[index]
 
 

@@ -107,9 +107,9 @@ def write_onnx(model: torch.nn.Module, out: str | Path, image_size: int, extra: 
     out = Path(out)
     path = write_bytes_atomic(out / ONNX_NAME, graph)
     write_json_atomic(out / ONNX_JSON_NAME, json_ready({
-        "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "input_shape": ["batch", in_chans, image_size, image_size],
-        "channels": in_chans, "image_size": image_size, "feature_dim": feature_dim,
-        "feature": _feature_kind(model), "opset": OPSET,
+        "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
+        "input_shape": ["batch", in_chans, image_size, image_size], "channels": in_chans,
+        "image_size": image_size, "feature_dim": feature_dim, "feature": _feature_kind(model), "opset": OPSET,
         "normalisation": "images are scaled to [0, 1], then (x - mean) / std per channel",
         **extra, "onnxruntime_max_abs_diff": worst}))
     return path
