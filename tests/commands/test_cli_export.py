@@ -75,3 +75,33 @@ def test_timm_rebuilds_the_export_from_timm_json(tmp_path, registers):
         got = net.forward_features(x)
     torch.testing.assert_close(got[:, 0], want["cls"], atol=1e-5, rtol=0)
     torch.testing.assert_close(got[:, 1 + registers:], want["patch"], atol=1e-5, rtol=0)
+
+
+def test_onnx_export_computes_the_evaluate_features(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from sslkit.eval.models import load_encoder, pool_tokens
+    from sslkit.nn.export_onnx import onnx_features
+
+    run = _run(tmp_path, registers=2)
+    out = tmp_path / "onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out), "image-size=40"]) == 0
+    side = json.loads((out / "onnx.json").read_text())
+    assert (side["image_size"], side["channels"], side["feature_dim"], side["mean"]) == (40, 1, 64, [0.3])
+    encoder = load_encoder(str(run))
+    x = torch.rand(4, 1, 40, 40, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = pool_tokens(encoder.tokens(x), "cls")
+    torch.testing.assert_close(onnx_features(out / "model.onnx", x), want, atol=1e-4, rtol=0)
+    # a size the patches do not tile is one sentence, and nothing is written
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "bad"), "--image-size", "36"]) == 2
+    err = capsys.readouterr().err
+    assert "not a multiple of the ViT's patch size 8; pass 32 or 40" in err and not (tmp_path / "bad").exists()
+
+
+def test_onnx_export_without_onnxruntime_names_the_package(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert main(["export", str(_run(tmp_path)), "--format", "onnx", "--out", str(tmp_path / "o")]) == 2
+    assert "pip install 'sslkit[onnx]'" in capsys.readouterr().err and not (tmp_path / "o").exists()

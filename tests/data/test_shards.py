@@ -150,3 +150,24 @@ def test_a_failed_pack_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         _pack(source, tmp_path / "out" / "shards", 2)
     assert list((tmp_path / "out").iterdir()) == []  # no half index, no shards, no temporary folder
+
+
+def test_the_multicrop_stream_makes_the_same_views_from_shards_as_from_the_folder(tmp_path):
+    """8-bit members take the same uint8 decode path as 8-bit files (crops cut before going to float)."""
+    from sslkit.data.augment import MultiCropAugmentation
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "src" / f"class{c}").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "src" / f"class{c}" / f"{i}.png")
+    folder = ImageFolderDataset(tmp_path / "src")
+    shards = ShardDataset(shard_files(_pack(tmp_path / "src", tmp_path / "shards", 4).pattern))
+    augmentation = MultiCropAugmentation(16, 8, n_global=2, n_local=2, mean=(0.5,) * 3, std=(0.25,) * 3, channels=3)
+    assert augmentation.accepts_uint8 and shards.item(0, keep_uint8=True)["image"].dtype == torch.uint8
+    from_folder, from_shards = AugmentedStream(folder, augmentation, seed=3), AugmentedStream(shards, augmentation, seed=3)
+    for position in range(8):
+        a, b = from_folder[position]["image"], from_shards[position]["image"]
+        for kind in ("global", "local"):
+            for x, y in zip(a[kind], b[kind]):
+                assert torch.equal(x, y)

@@ -47,6 +47,7 @@ GRAY_MEAN = (0.5,)
 GRAY_STD = (0.25,)
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "F")  # plus every "I;16*" variant
 _MAX_LISTED_MISSING = 5
+_EIGHT_BIT_MODES = ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "RGBa", "PA")
 
 Transform = Callable[[torch.Tensor], object]
 
@@ -74,12 +75,20 @@ def _scaled_gray(image: Image.Image) -> np.ndarray:
 
 
 def load_image(path: str | os.PathLike, channels: int, data: bytes | None = None,
-               dicom_window: tuple[float, float] | None = None) -> torch.Tensor:
+               dicom_window: tuple[float, float] | None = None, keep_uint8: bool = False,
+               reduction: Callable[[int, int], int] | None = None) -> torch.Tensor:
     """Decode one file fully into a (channels, H, W) float32 tensor in [0, 1].
 
     ``data``, where given, holds the file's bytes (a member of a tar shard) and ``path`` only names it; a
     ``.dcm`` name is read as DICOM (:mod:`sslkit.data.dicom`, scaled by ``dicom_window`` where given), anything
     else by PIL.
+    ``keep_uint8``: an 8-bit file (modes 1, L, P, RGB, RGBA, CMYK, ...) is returned as its uint8 pixels
+    (0-255, not divided; a channels-last view, which torch resizes fastest) — for a transform that cuts crops
+    before converting to float (``MultiCropAugmentation``). Deeper files and DICOM are float32 as always.
+    ``reduction(width, height)`` (with ``keep_uint8``): a JPEG is decoded at 1/r of its size (PIL's draft mode:
+    the DCT scaled while decoding, r = 2, 4 or 8) when it returns r > 1 — for a transform that says how far
+    it can shrink the image without any crop then being enlarged (``MultiCropAugmentation.decode_reduction``).
+
     Raises DataError naming the path when the file cannot be opened or decoded
     (corrupt, truncated, not an image).
     """
@@ -88,18 +97,29 @@ def load_image(path: str | os.PathLike, channels: int, data: bytes | None = None
         gray = read_dicom(source, os.fspath(path), window=dicom_window)
         array = gray if channels == 1 else np.repeat(gray[:, :, None], 3, axis=2)
     else:
-        array = _decoded_with_pil(source, os.fspath(path), channels)
+        decoded = _decoded_with_pil(source, os.fspath(path), channels, keep_uint8, reduction)
+        if isinstance(decoded, torch.Tensor):  # uint8 pixels, already (C, H, W)
+            return decoded
+        array = decoded
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
-def _decoded_with_pil(source, name: str, channels: int) -> np.ndarray:
-    """(H, W) or (H, W, 3) float32 in [0, 1] by the scaling rules of the module docstring."""
+def _decoded_with_pil(source, name: str, channels: int, keep_uint8: bool = False,
+                      reduction: Callable[[int, int], int] | None = None) -> np.ndarray | torch.Tensor:
+    """(H, W) or (H, W, 3) float32 in [0, 1] by the scaling rules of the module docstring; with ``keep_uint8``
+    an 8-bit file's (C, H, W) uint8 pixels instead (see :func:`load_image`)."""
     try:
         with Image.open(source) as image:
+            factor = reduction(*image.size) if keep_uint8 and reduction is not None else 1
+            if factor > 1 and image.format == "JPEG":
+                image.draft("L" if channels == 1 else "RGB", (-(-image.size[0] // factor), -(-image.size[1] // factor)))
             image.load()  # decode now: Image.open alone only reads the header
             mode = image.mode
-            if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "RGBa", "PA"):
+            if mode in _EIGHT_BIT_MODES and keep_uint8:
+                pixels = torch.from_numpy(np.array(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8))
+                return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+            if mode in _EIGHT_BIT_MODES:
                 return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
             if _is_gray_mode(mode):
                 gray = _scaled_gray(image)
@@ -227,9 +247,10 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _item(self, index: int) -> dict:
+    def _item(self, index: int, keep_uint8: bool = False, reduction: Callable[[int, int], int] | None = None) -> dict:
         try:
-            image = load_image(self.paths[index], self.channels, dicom_window=self.dicom_window)
+            image = load_image(self.paths[index], self.channels, dicom_window=self.dicom_window,
+                               keep_uint8=keep_uint8, reduction=reduction)
         except DataError as error:
             raise DataError(f"Item {index}: {error}", path=self.paths[index]) from error.__cause__
         if self.transform is not None:
@@ -237,9 +258,17 @@ class _ImageFilesDataset(torch.utils.data.Dataset):
         return {"image": image, "label": self.labels[index], "path": self.paths[index]}
 
     def __getitem__(self, index: int) -> dict:
+        return self.item(index)
+
+    def item(self, index: int, keep_uint8: bool = False, reduction: Callable[[int, int], int] | None = None) -> dict:
+        """``self[index]``; with ``keep_uint8`` an 8-bit file's image is its uint8 pixels, a JPEG possibly
+        decoded at reduced size (``reduction``, see :func:`load_image`), unless the dataset has its own
+        ``transform``, which gets full-size floats as always."""
+        keep_uint8 = keep_uint8 and self.transform is None
         if not self.skip_bad_files:
-            return self._item(index)
-        item = first_readable(index, len(self.paths), self._known_bad, self._item, self.bad_files_log)
+            return self._item(index, keep_uint8, reduction)
+        read = lambda i: self._item(i, keep_uint8, reduction)  # noqa: E731
+        item = first_readable(index, len(self.paths), self._known_bad, read, self.bad_files_log)
         if item is not None:
             return item
         n = len(self.paths)

@@ -145,9 +145,15 @@ class ShardDataset(torch.utils.data.Dataset):
         return f"{self.files[self._shard_of(index)]}/{self.name(index)}"
 
     def __getitem__(self, index: int) -> dict:
+        return self.item(index)
+
+    def item(self, index: int, keep_uint8: bool = False, reduction=None) -> dict:
+        """``self[index]``; ``keep_uint8``/``reduction`` as for image folders (:func:`sslkit.data.folder.load_image`):
+        the stream asks for an 8-bit member's uint8 pixels when its transform cuts crops before going to float."""
+        read = lambda i: self._item(i, keep_uint8, reduction)  # noqa: E731
         if not self.skip_bad_files:
-            return self._item(index)
-        item = first_readable(index, len(self), self._known_bad, self._item, self.bad_files_log)
+            return read(index)
+        item = first_readable(index, len(self), self._known_bad, read, self.bad_files_log)
         if item is None:
             raise DataError(f"Every one of the {len(self)} images in the shards (e.g. {self.member_path(0)}) failed "
                             "to decode; check the shards.")
@@ -158,10 +164,11 @@ class ShardDataset(torch.utils.data.Dataset):
         state["_handles"] = OrderedDict()  # descriptors stay with the process that opened them
         return state
 
-    def _item(self, index: int) -> dict:
+    def _item(self, index: int, keep_uint8: bool = False, reduction=None) -> dict:
         name = self.member_path(index)
         try:
-            image = load_image(name, self.channels, data=self._bytes(index), dicom_window=self.dicom_window)
+            image = load_image(name, self.channels, data=self._bytes(index), dicom_window=self.dicom_window,
+                               keep_uint8=keep_uint8, reduction=reduction)
         except DataError as error:
             shard = self.files[self._shard_of(index)]
             raise DataError(f"Shard {shard}, member {self.name(index)}: {error}", path=name) from error.__cause__

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, Subset
 
 
 def _mix(seed: int, value: int) -> int:
@@ -47,17 +47,37 @@ class AugmentedStream(Dataset):
         return int(self._perm[position % n])
 
     def __getitem__(self, position: int) -> dict:
-        item = self.dataset[self.dataset_index(position)]
+        item = self._read(self.dataset_index(position))
         # The transforms draw from torch's global RNG; fork it so augmentation depends only on
         # (seed, position) and never disturbs the training RNG (drop-path).
+        # torch.default_generator.manual_seed is torch.manual_seed without the accelerator generators (which
+        # fork_rng(devices=[]) leaves alone anyway): the same CPU draws, without ~1 ms of lazy-init bookkeeping.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_mix(self.seed + 1, position))
+            torch.default_generator.manual_seed(_mix(self.seed + 1, position))
             image = self.transform(item["image"])
             out = {"image": image, "label": int(item.get("label", -1)), "position": position}
             if "clean_image" in item:  # a noisy/denoised pair: the same draws crop both alike
-                torch.manual_seed(_mix(self.seed + 1, position))
+                torch.default_generator.manual_seed(_mix(self.seed + 1, position))
                 out["clean_global"] = self.transform.global_views(item["clean_image"])
         return out
+
+
+    def _read(self, index: int) -> dict:
+        """``dataset[index]``; from image files an 8-bit file's pixels stay uint8 when the transform takes
+        them (``accepts_uint8``: MultiCropAugmentation cuts its crops before converting them to float), and a
+        JPEG is decoded at the reduced size the transform allows (``decode_reduction``), if any."""
+        if getattr(self.transform, "accepts_uint8", False):
+            files, inner = _image_files_and_index(self.dataset, index)
+            if files is not None:
+                return files.item(inner, keep_uint8=True, reduction=getattr(self.transform, "decode_reduction", None))
+        return self.dataset[index]
+
+
+def _image_files_and_index(dataset: Dataset, index: int) -> tuple[Dataset | None, int]:
+    """(the image-file dataset under any ``Subset`` wrappers, the index in it), or (None, index)."""
+    while isinstance(dataset, Subset):
+        dataset, index = dataset.dataset, int(dataset.indices[index])
+    return (dataset, index) if callable(getattr(dataset, "item", None)) else (None, index)
 
 
 class StreamSampler(Sampler[int]):
