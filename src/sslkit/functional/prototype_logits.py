@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from sslkit.functional.soft_cross_entropy import DEFAULT_CHUNK_ROWS
+from sslkit.functional.soft_cross_entropy import DEFAULT_CHUNK_ROWS, _compute_dtype, _row_chunks as _chunks
 
 __all__ = ["PrototypeLogits", "prototype_scaled_logsumexp", "teacher_dot_logits"]
 
@@ -66,15 +66,6 @@ class PrototypeLogits:
     def materialise(self) -> torch.Tensor:
         """The (rows, K) logits, for checks and small K."""
         return self.features @ self.prototypes.t()
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _chunks(rows: int, chunk_rows: int):
-    for start in range(0, rows, chunk_rows):
-        yield slice(start, min(start + chunk_rows, rows))
 
 
 class _PrototypeScaledLogSumExp(torch.autograd.Function):
