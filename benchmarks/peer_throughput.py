@@ -343,7 +343,8 @@ def run(sides: list[str], settings: Settings, memory: bool) -> dict:
     flops = {side: pt.count_flops(step, batches[0]) for side, step in steps.items()}
     del steps
     rss = {side: measure_memory(side, settings)["peak_rss_mib"] if memory else None for side in active}
-    return {"started": started, "threads": torch.get_num_threads(), "load_before": list(load_before),
+    return {"started": started, "threads": torch.get_num_threads(), "warmup": settings.warmup,
+            "rounds": settings.rounds, "load_before": list(load_before),
             "load_after": list(os.getloadavg()), "skipped": skipped,
             **summarise(times, flops, rss, settings.batch_size)}
 
@@ -364,8 +365,7 @@ def report(result: dict) -> str:
                      "—" if s["peak_rss_mib"] is None else f"{s['peak_rss_mib']:.0f}",
                      "—" if s["rss_ratio_to_bare"] is None else f"{s['rss_ratio_to_bare']:.2f}"])
     lines = [f"load average {r['load_before'][0]:.2f} before / {r['load_after'][0]:.2f} after; "
-             f"{r['threads']} thread(s); {result['settings']['warmup']} warm-up + {result['settings']['rounds']} "
-             f"timed rounds", "",
+             f"{r['threads']} thread(s); {r['warmup']} warm-up + {r['rounds']} timed rounds", "",
              pt.fmt_table(["side", "median ms", "images/s", "throughput / bare, per round: median [IQR]",
                            "GFLOP/step", "FLOP ratio (bare / side)", "peak RSS MiB", "RSS / bare"], rows)]
     if r["paired"]:
@@ -376,10 +376,11 @@ def report(result: dict) -> str:
 
 
 def write_result(path: Path, result: dict, append: bool) -> dict:
-    """Write ``result``; with ``append``, keep the earlier runs of a file with the same settings (a repeat)."""
+    """Write ``result``; with ``append``, keep the earlier runs of a file with the same settings (a repeat, which
+    may time another number of rounds: each run records its own)."""
     if append and path.exists():
         old = json.loads(path.read_text())
-        if old.get("settings") == result["settings"]:
+        if comparable(old.get("settings", {})) == comparable(result["settings"]):
             result = {**result, "runs": old["runs"] + result["runs"]}
         else:
             print(f"{path} holds other settings; it is replaced, not appended to.", flush=True)
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = replace(settings, **{k: v for k, v in (("rounds", args.rounds), ("warmup", args.warmup)) if v})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, B={settings.batch_size}, "
           f"depth {settings.depth}, K={settings.head_out_dim}, sides {', '.join(sides)}", flush=True)
-    result = {"benchmark": "benchmarks/peer_throughput.py", "settings": asdict(settings),
+    result = {"benchmark": "benchmarks/peer_throughput.py", "settings": comparable(asdict(settings)),
               "crops": "2×32 px + 6×16 px", "backbone": "ViT width 192, 3 heads, patch 4, 32 px, no LayerScale",
               "precision": "fp32", "defaults": {s: DEFAULTS[s] for s in sides}, "versions": versions(),
               "runs": [run(sides, settings, memory=not args.no_memory)]}
@@ -424,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------------------- pure helpers
+
+
+def comparable(settings: dict) -> dict:
+    """The settings two runs must share to be repeats of each other (not their warm-up and round counts)."""
+    return {k: v for k, v in settings.items() if k not in ("warmup", "rounds")}
 
 
 def quartiles(values: list[float]) -> dict:
