@@ -1,4 +1,4 @@
-"""DINOv2 step throughput of sslkit, lightly 1.6 and stable-pretraining 0.1.8, each at its *own* defaults (issue 22, item 1).
+"""DINOv2 step throughput of sslkit, lightly 1.6 and stable-pretraining 0.1.8, each at its own defaults (issue 22.1).
 
 This is the headline peer speed comparison (it replaces ``benchmarks/vs_stable_pretraining.py``, which ran
 every side at sslkit's head width and counted the teacher forward in "bare"). Needs the peer venv
