@@ -73,3 +73,17 @@ def test_ratios_point_the_documented_way(bench):
     assert (paired["q1"], paired["median"], paired["q3"]) == pytest.approx((1.25, 1.5, 1.75))
     with pytest.raises(ValueError, match="cannot be paired"):
         bench.per_round_ratios([1.0, 2.0], [1.0])
+
+
+def test_peers_backbone_holds_sslkits_weights(bench):
+    """The peers' plain timm ViT computes what sslkit's ViT computes at the native size (same weights)."""
+    import torch
+
+    cfg = bench.side_config(bench.QUICK, "bare")
+    vit = bench.seeded_backbone(cfg).eval()
+    twin = bench.timm_twin(vit).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = vit.forward_features(x), twin.forward_features(x)
+    assert torch.equal(ours["cls"], theirs[:, 0]) and torch.equal(ours["patch"], theirs[:, 1:])
+    assert sum(p.numel() for p in twin.parameters()) == sum(p.numel() for p in vit.parameters()) - vit.embed_dim
