@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast install bench bench-vs-sp bench-peers clean
+.PHONY: demo test test-fast install bench bench-vs-sp bench-peers bench-throughput clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ $(PEERS_VENV)/.installed: pyproject.toml constraints.txt
 
 bench-peers: $(PEERS_VENV)/.installed
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PEERS_VENV)/bin/python benchmarks/peer_parity.py $(ARGS)
+
+# The headline DINOv2 speed comparison with lightly and stable-pretraining, each at its own defaults
+# (issue 22, item 1); ARGS=--append adds a repeat run to the JSON.
+bench-throughput: $(PEERS_VENV)/.installed
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PEERS_VENV)/bin/python benchmarks/peer_throughput.py \
+		--json benchmarks/results/throughput.json $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache
